@@ -1,0 +1,91 @@
+# Redline: `make demo` runs the app on a bare machine; `make test` runs the whole suite.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml package-lock.json | sha1sum | cut -c1-12)
+PORT   ?= 8000
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k queue -x"`.
+PYTEST_ARGS ?=
+
+# The test suite runs against real PostgreSQL and Redis on this machine.
+TEST_ENV := \
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/redline \
+	CELERY_BROKER_URL=redis://127.0.0.1:6379/15 \
+	CELERY_RESULT_BACKEND=redis://127.0.0.1:6379/14 \
+	REDLINE_SECRET_KEY=test-only-secret-key-not-for-production-0123456789abcdef \
+	REDLINE_HTTPS=0 \
+	REDLINE_VAR_DIR=$(CURDIR)/var/test \
+	REDLINE_ALLOWED_HOSTS=localhost,127.0.0.1,testserver
+
+# Production-like values for the deploy check (no secrets: a throwaway key).
+DEPLOY_ENV := \
+	DATABASE_URL=postgres://redline@db.example.com:5432/redline \
+	CELERY_BROKER_URL=redis://redis.example.com:6379/0 \
+	REDLINE_SECRET_KEY=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))') \
+	REDLINE_ALLOWED_HOSTS=redline.example.com \
+	REDLINE_CSRF_TRUSTED_ORIGINS=https://redline.example.com \
+	REDLINE_VAR_DIR=$(CURDIR)/var/deploycheck
+
+.PHONY: help install install-train demo test lint format check-deploy services lock clean
+
+help:
+	@echo "make demo          install, migrate, seed a demo project, serve on http://127.0.0.1:$(PORT)/"
+	@echo "make test          lint and run the whole test suite on PostgreSQL + Redis"
+	@echo "make check-deploy  Django's deploy checks with production-like settings"
+	@echo "make install-train add torch/transformers/peft/trl (CPU torch on this machine)"
+	@echo "make lock          re-pin requirements.lock from the current .venv"
+
+$(STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	npm ci --no-audit --no-fund --loglevel=error
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+# torch first, from this machine's local CPU build, so nothing pulls a CUDA build.
+install-train: $(STAMP)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev,train]'
+
+demo: export REDLINE_DEBUG = 1
+demo: $(STAMP)
+	$(BIN)/python manage.py migrate --noinput -v0
+	$(BIN)/python manage.py seed_demo
+	@echo
+	@echo "Redline demo: http://127.0.0.1:$(PORT)/   (Ctrl-C stops the web server and the worker)"
+	@echo
+	@trap 'kill 0' EXIT; \
+	$(BIN)/celery -A redline worker -Q default,datasets,training,inference -c 1 \
+		--max-tasks-per-child=1 --loglevel=INFO -n demo@%h & \
+	$(BIN)/python manage.py runserver --noreload 127.0.0.1:$(PORT)
+
+services:
+	@bash .ci/services
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: $(STAMP) services lint
+	$(TEST_ENV) $(BIN)/python manage.py collectstatic --noinput -v0  # the hashed manifest builds
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check-deploy: $(STAMP)
+	$(DEPLOY_ENV) $(BIN)/python manage.py check --deploy --fail-level WARNING
+
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+
+clean:
+	rm -rf $(VENV) node_modules var .pytest_cache .ruff_cache

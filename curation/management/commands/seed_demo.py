@@ -1,0 +1,66 @@
+"""Create the demo users and project. Safe to run again: users get fresh passwords."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from curation import services
+from curation.models import Project
+
+DEMO_USERS = [
+    # username, role in the demo project (None: admin, i.e. staff), display name
+    ("admin", None, "Ada Admin"),
+    ("manager", "manager", "Mona Manager"),
+    ("expert1", "expert", "Erin Expert"),
+    ("expert2", "expert", "Ezra Expert"),
+]
+DEMO_SLUG = "support-answers"
+
+
+class Command(BaseCommand):
+    help = "Create demo users (admin, manager, two experts) and a demo project; print passwords."
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        User = get_user_model()
+        passwords = {}
+        users = {}
+        for username, role, full_name in DEMO_USERS:
+            first, last = full_name.split(" ", 1)
+            user, _ = User.objects.get_or_create(
+                username=username,
+                defaults={"first_name": first, "last_name": last, "email": f"{username}@demo.test"},
+            )
+            user.is_staff = user.is_superuser = role is None
+            passwords[username] = secrets.token_urlsafe(9)
+            user.set_password(passwords[username])
+            user.save()
+            users[username] = (user, role)
+
+        project = Project.objects.filter(slug=DEMO_SLUG).first()
+        if project is None:
+            project = services.project_create(
+                name="Support answers",
+                slug=DEMO_SLUG,
+                description=(
+                    "Answers a support assistant drafted for customer questions. "
+                    "Accept good ones, correct the rest, and pick the better of two drafts."
+                ),
+                created_by=users["admin"][0],
+            )
+        for username, (_user, role) in users.items():
+            if role is not None:
+                services.membership_set(project=project, username=username, role=role)
+
+        self.stdout.write(
+            self.style.SUCCESS(f"Demo project: {project.name} (/projects/{project.slug}/)")
+        )
+        self.stdout.write("Demo users (passwords are new on every run):")
+        for username, role, _ in DEMO_USERS:
+            self.stdout.write(
+                f"  {username:<9} {role or 'admin':<8} password: {passwords[username]}"
+            )

@@ -1,0 +1,1 @@
+"""Helpers that know nothing of Redline's domain: environment parsing, health probes."""

@@ -1,0 +1,21 @@
+import pytest
+from django.contrib.auth import authenticate
+from django.core.management import call_command
+
+from curation.models import Membership, Project
+
+
+@pytest.mark.django_db
+def test_seed_demo_creates_users_and_project_and_can_run_again(capsys):
+    call_command("seed_demo")
+    call_command("seed_demo")
+    out = capsys.readouterr().out
+    project = Project.objects.get(slug="support-answers")
+    roles = dict(Membership.objects.filter(project=project).values_list("user__username", "role"))
+    assert roles == {"manager": "manager", "expert1": "expert", "expert2": "expert"}
+    # the passwords printed last are the ones that work
+    last_run = out.rsplit("Demo users", 1)[1]
+    password = last_run.split("expert1")[1].split("password:")[1].split()[0]
+    assert authenticate(username="expert1", password=password) is not None
+    admin_password = last_run.split("admin ")[1].split("password:")[1].split()[0]
+    assert authenticate(username="admin", password=admin_password).is_staff

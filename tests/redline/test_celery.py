@@ -1,0 +1,42 @@
+"""A real task through the real Redis broker, executed by a real (in-process) Celery worker."""
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.conf import settings
+
+from redline.celery import app, ping
+
+
+@pytest.fixture(scope="module")
+def worker():
+    assert settings.CELERY_BROKER_URL.startswith("redis://"), "tests run on Redis, not eager mode"
+    assert not app.conf.task_always_eager
+    app.control.purge()
+    with start_worker(
+        app,
+        pool="solo",
+        queues=["default", "datasets", "training", "inference"],
+        perform_ping_check=False,
+        shutdown_timeout=10,
+    ) as w:
+        yield w
+
+
+def test_ping_round_trips_through_redis_and_a_worker(worker):
+    result = ping.delay("hello from the test")
+    assert result.get(timeout=20) == "hello from the test"
+    assert result.status == "SUCCESS"
+
+
+def test_tasks_are_routed_to_their_queue():
+    route = app.amqp.router.route({}, "curation.import_job_run")
+    assert route["queue"].name == "datasets"
+    assert app.amqp.router.route({}, "training.train_run")["queue"].name == "training"
+    assert app.amqp.router.route({}, "training.generate_batch")["queue"].name == "inference"
+    assert app.amqp.router.route({}, "redline.ping")["queue"].name == "default"
+
+
+def test_celery_accepts_json_only_and_prefetches_one():
+    assert app.conf.accept_content == ["json"]
+    assert app.conf.task_serializer == "json"
+    assert app.conf.worker_prefetch_multiplier == 1
