@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery, Value
 from django.http import Http404
 
-from curation.models import ROLE_RANK, Membership, Project, Role
+from curation.models import ROLE_RANK, ImportJob, Item, Membership, Project, Role
 
 
 def user_role(user, project: Project) -> str | None:
@@ -52,3 +52,29 @@ def get_project_for_user(user, slug: str, *, role: str = Role.EXPERT) -> Project
         raise Http404("No such project.")
     require_role(project.user_role, role)
     return project
+
+
+def _scoped_object(model, user, pk, role: str, *, select_related=("project",)):
+    try:
+        pk = int(pk)
+    except (TypeError, ValueError):
+        raise Http404(f"No such {model._meta.verbose_name}.") from None
+    obj = model.objects.select_related(*select_related).filter(pk=pk).first()
+    if obj is None:
+        raise Http404(f"No such {model._meta.verbose_name}.")
+    project_role = user_role(user, obj.project)
+    if project_role is None:
+        raise Http404(f"No such {model._meta.verbose_name}.")
+    require_role(project_role, role)
+    obj.project.user_role = project_role
+    return obj
+
+
+def get_item_for_user(user, item_id, *, role: str = Role.EXPERT) -> Item:
+    """The item as ``user`` may see it (404 to outsiders, 403 below ``role``)."""
+    return _scoped_object(Item, user, item_id, role)
+
+
+def get_import_job_for_user(user, job_id, *, role: str = Role.MANAGER) -> ImportJob:
+    """An import job of a project the user manages (404 to outsiders, 403 to experts)."""
+    return _scoped_object(ImportJob, user, job_id, role)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import factory
 from django.contrib.auth import get_user_model
 
-from curation import services
+from curation.services import projects as services
 
 PASSWORD = "correct horse battery staple"
 

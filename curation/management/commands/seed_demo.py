@@ -8,8 +8,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from curation import services
 from curation.models import Project
+from curation.services import projects as services
 
 DEMO_USERS = [
     # username, role in the demo project (None: admin, i.e. staff), display name

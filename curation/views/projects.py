@@ -8,10 +8,11 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from curation import selectors, services
+from curation import selectors
 from curation.forms import MemberForm
 from curation.models import Role
 from curation.permissions import get_project_for_user
+from curation.services import projects as services
 
 
 @login_required

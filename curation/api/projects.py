@@ -8,7 +8,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from curation import selectors, services
+from curation import selectors
 from curation.models import Role
 from curation.permissions import get_project_for_user
 from curation.serializers import (
@@ -17,6 +17,7 @@ from curation.serializers import (
     ProjectCreateInputSerializer,
     ProjectOutputSerializer,
 )
+from curation.services import projects as services
 
 
 class ProjectListCreateApi(generics.ListAPIView):

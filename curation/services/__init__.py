@@ -1,0 +1,1 @@
+"""Writes for curation, one module per area: projects, imports, queue, items."""

@@ -1,0 +1,1 @@
+"""HTML pages and htmx partials for curation, one module per area."""
