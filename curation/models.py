@@ -113,8 +113,12 @@ class Item(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     priority = models.IntegerField(default=0)
     status = models.CharField(max_length=16, choices=ItemStatus.choices, default=ItemStatus.OPEN)
-    # Counted (non-skip) decisions; kept under the item's row lock by the queue services.
-    review_count = models.PositiveIntegerField(default=0)
+    # Queue bookkeeping, written only by curation.services.queue under this row's lock. Kept on
+    # the row itself so that a claim racing another re-checks them (PostgreSQL re-evaluates a
+    # locked row's own columns, not subqueries): see curation/queue.md.
+    review_count = models.PositiveIntegerField(default=0)  # counted (non-skip) decisions
+    held_slots = models.PositiveSmallIntegerField(default=0)  # leases (live or lapsed) + decisions
+    next_lapse_at = models.DateTimeField(null=True, blank=True)  # earliest lease expiry
     source = models.CharField(max_length=32, default="api")
     import_job = models.ForeignKey(
         "ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
