@@ -67,7 +67,7 @@ def _sync_item(item: Item, k: int, *, now: datetime) -> None:
     item.save(update_fields=["review_count", "held_slots", "next_lapse_at", "status"])
 
 
-def _candidate_ids(project: Project, expert, *, now: datetime, exclude: list[int]):
+def _candidates(project: Project, expert, *, now: datetime, exclude: list[int]):
     """Open items with room for ``expert``, in hand-out order, locked with SKIP LOCKED.
 
     Filters on the item's own columns (re-checked by PostgreSQL when a row changed under us)
@@ -85,9 +85,7 @@ def _candidate_ids(project: Project, expert, *, now: datetime, exclude: list[int
     )
     if exclude:
         qs = qs.exclude(pk__in=exclude)
-    return qs.select_for_update(skip_locked=True, of=("self",), no_key=True).values_list(
-        "id", flat=True
-    )[:1]
+    return qs.select_for_update(skip_locked=True, of=("self",), no_key=True)[:1]
 
 
 def queue_claim_next(*, project: Project, expert, now: datetime | None = None) -> Claim | None:
@@ -123,13 +121,13 @@ def _claim_in_transaction(project: Project, expert, *, now: datetime) -> Claim |
         return claim
     stale: list[int] = []
     for _ in range(_CANDIDATES_PER_TRANSACTION):
-        item_id = next(iter(_candidate_ids(project, expert, now=now, exclude=stale)), None)
-        if item_id is None:
+        item = next(iter(_candidates(project, expert, now=now, exclude=stale)), None)
+        if item is None:
             return None
-        claim = _take_slot(project, expert, item_id, now=now)
+        claim = _take_slot(project, expert, item, now=now)
         if claim is not None:
             return claim
-        stale.append(item_id)
+        stale.append(item.pk)
     raise _Stale
 
 
@@ -154,11 +152,11 @@ def _reclaim_current(project: Project, expert, *, now: datetime) -> Claim | None
     return Claim(item=item, assignment=assignment)
 
 
-def _take_slot(project: Project, expert, item_id: int, *, now: datetime) -> Claim | None:
+def _take_slot(project: Project, expert, item: Item, *, now: datetime) -> Claim | None:
     """Authoritative check and write, holding the item's row lock. None if the candidate was
     stale (a racing claim filled it first)."""
     k = project.overlap
-    rows = list(Assignment.objects.filter(item_id=item_id))
+    rows = list(Assignment.objects.filter(item_id=item.pk))
     if any(a.expert_id == expert.pk and a.state != AssignmentState.RELEASED for a in rows):
         return None
     holding = [a for a in rows if a.state in HOLDING]
@@ -181,7 +179,7 @@ def _take_slot(project: Project, expert, item_id: int, *, now: datetime) -> Clai
     expires = now + timedelta(seconds=project.lease_seconds)
     mine = next((a for a in rows if a.expert_id == expert.pk), None)
     if mine is None:
-        mine = Assignment(project=project, item_id=item_id, expert=expert)
+        mine = Assignment(project=project, item=item, expert=expert)
     mine.state, mine.slot, mine.leased_at, mine.expires_at = (
         AssignmentState.LEASED,
         slot,
@@ -189,7 +187,6 @@ def _take_slot(project: Project, expert, item_id: int, *, now: datetime) -> Clai
         expires,
     )
     mine.save()
-    item = Item.objects.get(pk=item_id)  # already locked by the candidate query
     _sync_item(item, k, now=now)
     item.project = project
     return Claim(item=item, assignment=mine)
