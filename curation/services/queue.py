@@ -52,13 +52,19 @@ def _lock_item(item_id: int) -> Item:
     return Item.objects.select_for_update(of=("self",), no_key=True).get(pk=item_id)
 
 
-def _sync_item(item: Item, k: int, *, now: datetime) -> None:
-    """Recompute the item's queue columns from its assignments. Call holding the row lock."""
-    rows = list(
-        Assignment.objects.filter(item_id=item.pk, state__in=HOLDING).values_list(
-            "state", "expires_at"
+def _sync_item(item: Item, k: int, *, now: datetime, holders: list[Assignment] | None = None):
+    """Recompute the item's queue columns from its assignments. Call holding the row lock.
+
+    ``holders``: the item's holding assignments when the caller already has them in hand.
+    """
+    if holders is None:
+        rows = list(
+            Assignment.objects.filter(item_id=item.pk, state__in=HOLDING).values_list(
+                "state", "expires_at"
+            )
         )
-    )
+    else:
+        rows = [(a.state, a.expires_at) for a in holders if a.state in HOLDING]
     item.review_count = sum(1 for state, _ in rows if state == AssignmentState.SUBMITTED)
     item.held_slots = len(rows)
     leases = [expires for state, expires in rows if state == AssignmentState.LEASED]
@@ -187,7 +193,8 @@ def _take_slot(project: Project, expert, item: Item, *, now: datetime) -> Claim 
         expires,
     )
     mine.save()
-    _sync_item(item, k, now=now)
+    holders = [a for a in rows if a.state in HOLDING and a.expert_id != expert.pk] + [mine]
+    _sync_item(item, k, now=now, holders=holders)
     item.project = project
     return Claim(item=item, assignment=mine)
 
