@@ -267,7 +267,9 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_TASK_TRACK_STARTED = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE = {
+    "queue-sweep-lapsed": {"task": "curation.queue_sweep_lapsed", "schedule": 60.0},
+}
 
 # --- Logging ------------------------------------------------------------------------------
 LOGGING = {

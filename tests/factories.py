@@ -46,3 +46,49 @@ class ProjectFactory(factory.Factory):
 def membership_add(project, user, role: str):
     membership, _ = services.membership_set(project=project, username=user.username, role=role)
     return membership
+
+
+_item_seq = iter(range(1, 10**9))
+
+
+def item_add(
+    project,
+    *,
+    external_id: str | None = None,
+    prompt: str = "What is the capital of France?",
+    messages: list[dict] | None = None,
+    candidates: list[tuple[str, str]] | None = None,
+    metadata: dict | None = None,
+    priority: int = 0,
+    source: str = "api",
+    status: str = "open",
+    created_at=None,
+):
+    """An item with its candidates (``[(output, model), ...]``), as an import would leave it.
+
+    Rows are written directly: the import service validates files, and these tests need
+    items whose text is exactly what they say (hostile text included). ``created_at`` can be
+    back-dated for date-filter tests.
+    """
+    from curation.models import Candidate, Item
+
+    item = Item.objects.create(
+        project=project,
+        external_id=external_id or f"item-{next(_item_seq)}",
+        prompt="" if messages else prompt,
+        messages=messages,
+        metadata=metadata or {},
+        priority=priority,
+        source=source,
+        status=status,
+    )
+    if created_at is not None:
+        Item.objects.filter(pk=item.pk).update(created_at=created_at)
+        item.created_at = created_at
+    if candidates is None:
+        candidates = [("Paris.", "base-model")]
+    Candidate.objects.bulk_create(
+        Candidate(item=item, position=i, output=output, model=model)
+        for i, (output, model) in enumerate(candidates)
+    )
+    return item

@@ -40,3 +40,9 @@ def test_celery_accepts_json_only_and_prefetches_one():
     assert app.conf.accept_content == ["json"]
     assert app.conf.task_serializer == "json"
     assert app.conf.worker_prefetch_multiplier == 1
+
+
+def test_beat_schedules_only_registered_tasks():
+    app.loader.import_default_modules()
+    for entry in app.conf.beat_schedule.values():
+        assert entry["task"] in app.tasks, entry["task"]

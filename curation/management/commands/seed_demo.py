@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from curation.models import Project
+from curation.models import ImportStatus, Project
+from curation.services import imports as import_services
 from curation.services import projects as services
 
 DEMO_USERS = [
@@ -19,6 +21,7 @@ DEMO_USERS = [
     ("expert2", "expert", "Ezra Expert"),
 ]
 DEMO_SLUG = "support-answers"
+DEMO_ITEMS = Path(__file__).resolve().parents[2] / "demo" / "support_answers.jsonl"
 
 
 class Command(BaseCommand):
@@ -58,6 +61,19 @@ class Command(BaseCommand):
 
         self.stdout.write(
             self.style.SUCCESS(f"Demo project: {project.name} (/projects/{project.slug}/)")
+        )
+        # Through the import service, like a manager's upload: a second run skips every item.
+        job = import_services.import_job_create(
+            project=project,
+            created_by=users["admin"][0],
+            filename=DEMO_ITEMS.name,
+            path=DEMO_ITEMS,
+        )
+        job = import_services.import_job_run(job_id=job.pk)
+        if job.status != ImportStatus.SUCCEEDED:
+            raise RuntimeError(f"The demo items did not import: {job.message} {job.errors}")
+        self.stdout.write(
+            f"Demo items: imported {job.imported_count}, skipped {job.skipped_count} already there."
         )
         self.stdout.write("Demo users (passwords are new on every run):")
         for username, role, _ in DEMO_USERS:
