@@ -130,3 +130,22 @@ def page(browser, live_server):
     yield page
     context.close()
     assert not problems, problems
+
+
+@pytest.fixture
+def celery_worker():
+    """A real Celery worker (in-process, solo pool) consuming every queue through the real
+    Redis broker: never eager mode. Tests that need the worker to see their rows also ask for
+    ``transactional_db``."""
+    from celery.contrib.testing.worker import start_worker
+    from django.conf import settings
+
+    from redline.celery import QUEUES, app
+
+    assert settings.CELERY_BROKER_URL.startswith("redis://"), "tests run on Redis"
+    assert not app.conf.task_always_eager
+    app.control.purge()
+    with start_worker(
+        app, pool="solo", queues=list(QUEUES), perform_ping_check=False, shutdown_timeout=10
+    ) as worker:
+        yield worker

@@ -699,23 +699,8 @@ def test_seed_demo_imports_the_demo_items_once(capsys):
 
 
 @pytest.fixture
-def worker(transactional_db):
-    from celery.contrib.testing.worker import start_worker
-    from django.conf import settings
-
-    from redline.celery import app
-
-    assert settings.CELERY_BROKER_URL.startswith("redis://"), "tests run on Redis"
-    assert not app.conf.task_always_eager
-    app.control.purge()
-    with start_worker(
-        app,
-        pool="solo",
-        queues=["datasets"],
-        perform_ping_check=False,
-        shutdown_timeout=10,
-    ) as w:
-        yield w
+def worker(transactional_db, celery_worker):
+    return celery_worker
 
 
 @pytest.mark.django_db(transaction=True)

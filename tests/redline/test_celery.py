@@ -1,25 +1,13 @@
 """A real task through the real Redis broker, executed by a real (in-process) Celery worker."""
 
 import pytest
-from celery.contrib.testing.worker import start_worker
-from django.conf import settings
 
 from redline.celery import app, ping
 
 
-@pytest.fixture(scope="module")
-def worker():
-    assert settings.CELERY_BROKER_URL.startswith("redis://"), "tests run on Redis, not eager mode"
-    assert not app.conf.task_always_eager
-    app.control.purge()
-    with start_worker(
-        app,
-        pool="solo",
-        queues=["default", "datasets", "training", "inference"],
-        perform_ping_check=False,
-        shutdown_timeout=10,
-    ) as w:
-        yield w
+@pytest.fixture
+def worker(celery_worker):
+    return celery_worker
 
 
 def test_ping_round_trips_through_redis_and_a_worker(worker):
