@@ -75,7 +75,7 @@ from rest_framework.authtoken.models import Token  # noqa: E402
 
 from curation.models import Item, Project  # noqa: E402
 from curation.services.projects import membership_set, project_create  # noqa: E402
-from curation.services.queue import _candidates, queue_record_decision  # noqa: E402
+from curation.services.queue import claim_candidate_sql, queue_record_decision  # noqa: E402
 
 EXPERTS = 32
 
@@ -279,9 +279,10 @@ def integrity(project: Project) -> tuple[int, int]:
 def explain(project: Project, user) -> str:
     from django.utils import timezone
 
-    qs = _candidates(project, user, now=timezone.now(), exclude=[])
-    with transaction.atomic():
-        return qs.explain(analyze=True, buffers=True)
+    sql, params = claim_candidate_sql(project, user, now=timezone.now())
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
+        return "\n".join(row[0] for row in cur.fetchall())
 
 
 def main() -> None:

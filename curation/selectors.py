@@ -167,3 +167,26 @@ def import_job_list(*, project: Project) -> QuerySet[ImportJob]:
         .defer("errors")
         .order_by("-created_at", "-id")
     )
+
+
+def queue_item_payload(*, item: Item) -> dict:
+    """An item as the queue hands it out (the ``Claim`` schema in curation/api/queue.py):
+    what to review and nothing about other experts. Built by hand on the claim's hot path,
+    where a DRF serializer cost more than the claim itself; the API tests pin the shape."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, output, model FROM {Candidate._meta.db_table}"  # noqa: S608 (table name)
+            " WHERE item_id = %s ORDER BY position",
+            [item.pk],
+        )
+        candidates = [{"id": i, "output": o, "model": m} for i, o, m in cursor.fetchall()]
+    payload = {"id": item.pk, "external_id": item.external_id}
+    if item.messages:
+        payload["messages"] = item.messages
+    else:
+        payload["prompt"] = item.prompt
+    payload["candidates"] = candidates
+    payload["metadata"] = item.metadata
+    return payload

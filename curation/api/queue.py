@@ -7,6 +7,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from curation import selectors
 from curation.permissions import get_item_for_user, get_project_for_user
 from curation.serializers import QueueItemSerializer
 from curation.services.queue import (
@@ -38,7 +39,7 @@ class QueueClaimApi(APIView):
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(
             {
-                "item": QueueItemSerializer(claim.item).data,
+                "item": selectors.queue_item_payload(item=claim.item),
                 "lease_expires_at": serializers.DateTimeField().to_representation(claim.expires_at),
             }
         )

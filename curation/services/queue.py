@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from curation.models import Assignment, AssignmentState, Item, ItemStatus, Project
@@ -48,50 +47,114 @@ class Claim:
         return self.assignment.expires_at
 
 
+# The claim path runs on every expert action, so it speaks SQL directly: the ORM spent more
+# time compiling these statements than PostgreSQL spent running them (bench/claim_bench.py).
+# Reads go through Model.objects.raw() so values are converted as the ORM would.
+_ITEM = Item._meta.db_table
+_ASSIGNMENT = Assignment._meta.db_table
+_PROJECT = Project._meta.db_table
+
+
+def _lock_clause(*, skip_locked: bool = False, of: str = "") -> str:
+    """Row-lock suffix. SQLite has no row locks; its IMMEDIATE transactions (settings) make
+    writers take turns, which gives the same guarantee for a one-machine demo."""
+    if connection.vendor != "postgresql":
+        return ""
+    return (
+        " FOR NO KEY UPDATE" + (f" OF {of}" if of else "") + (" SKIP LOCKED" if skip_locked else "")
+    )
+
+
+def _db(value: datetime | None):
+    return connection.ops.adapt_datetimefield_value(value)
+
+
 def _lock_item(item_id: int) -> Item:
-    return Item.objects.select_for_update(of=("self",), no_key=True).get(pk=item_id)
+    rows = list(Item.objects.raw(f"SELECT * FROM {_ITEM} WHERE id = %s{_lock_clause()}", [item_id]))
+    if not rows:
+        raise Item.DoesNotExist(f"No item {item_id}.")
+    return rows[0]
 
 
-def _sync_item(item: Item, k: int, *, now: datetime, holders: list[Assignment] | None = None):
-    """Recompute the item's queue columns from its assignments. Call holding the row lock.
+def _assignments(item_id: int) -> list[Assignment]:
+    return list(
+        Assignment.objects.raw(f"SELECT * FROM {_ASSIGNMENT} WHERE item_id = %s", [item_id])
+    )
 
-    ``holders``: the item's holding assignments when the caller already has them in hand.
-    """
-    if holders is None:
-        rows = list(
-            Assignment.objects.filter(item_id=item.pk, state__in=HOLDING).values_list(
-                "state", "expires_at"
+
+def _overlap(project_id: int) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT overlap FROM {_PROJECT} WHERE id = %s", [project_id])
+        return cursor.fetchone()[0]
+
+
+def _save_assignment(assignment: Assignment, *, now: datetime) -> None:
+    """Write one assignment row (insert when new). Constraint violations surface as Django's
+    ``IntegrityError``."""
+    assignment.updated_at = now
+    values = [
+        assignment.state,
+        assignment.slot,
+        _db(assignment.leased_at),
+        _db(assignment.expires_at),
+        _db(now),
+    ]
+    with connection.cursor() as cursor:
+        if assignment.pk:
+            cursor.execute(
+                f"UPDATE {_ASSIGNMENT} SET state = %s, slot = %s, leased_at = %s, expires_at = %s,"
+                " updated_at = %s WHERE id = %s",
+                [*values, assignment.pk],
             )
-        )
-    else:
-        rows = [(a.state, a.expires_at) for a in holders if a.state in HOLDING]
-    item.review_count = sum(1 for state, _ in rows if state == AssignmentState.SUBMITTED)
-    item.held_slots = len(rows)
-    leases = [expires for state, expires in rows if state == AssignmentState.LEASED]
+        else:
+            cursor.execute(
+                f"INSERT INTO {_ASSIGNMENT} (state, slot, leased_at, expires_at, updated_at,"
+                " project_id, item_id, expert_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " RETURNING id",
+                [*values, assignment.project_id, assignment.item_id, assignment.expert_id],
+            )
+            assignment.pk = cursor.fetchone()[0]
+
+
+def _sync_item(item: Item, k: int, *, assignments: list[Assignment]) -> None:
+    """Recompute the item's queue columns from all its assignments (as they are now, after the
+    caller's changes) and write them. Call holding the item's row lock."""
+    holding = [a for a in assignments if a.state in HOLDING]
+    item.review_count = sum(a.state == AssignmentState.SUBMITTED for a in holding)
+    item.held_slots = len(holding)
+    leases = [a.expires_at for a in holding if a.state == AssignmentState.LEASED]
     item.next_lapse_at = min(leases) if leases else None
     item.status = ItemStatus.COMPLETE if item.review_count >= k else ItemStatus.OPEN
-    item.save(update_fields=["review_count", "held_slots", "next_lapse_at", "status"])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_ITEM} SET review_count = %s, held_slots = %s, next_lapse_at = %s,"
+            " status = %s WHERE id = %s",
+            [item.review_count, item.held_slots, _db(item.next_lapse_at), item.status, item.pk],
+        )
 
 
-def _candidates(project: Project, expert, *, now: datetime, exclude: list[int]):
-    """Open items with room for ``expert``, in hand-out order, locked with SKIP LOCKED.
+def claim_candidate_sql(
+    project: Project, expert, *, now: datetime, exclude: list[int] = ()
+) -> tuple[str, list]:
+    """The candidate query: open items with room for ``expert``, in hand-out order, locked
+    with SKIP LOCKED. Served by the partial index ``item_queue_open``.
 
     Filters on the item's own columns (re-checked by PostgreSQL when a row changed under us)
     plus "not already mine" (only this expert's own, sequential claims write those rows).
     """
     k = project.overlap
-    mine = Assignment.objects.filter(item=OuterRef("pk"), expert=expert).exclude(
-        state=AssignmentState.RELEASED
+    not_in = f" AND i.id NOT IN ({', '.join(['%s'] * len(exclude))})" if exclude else ""
+    sql = (
+        f"SELECT i.* FROM {_ITEM} i"
+        " WHERE i.project_id = %s AND i.status = 'open' AND i.review_count < %s"
+        " AND (i.held_slots < %s OR i.next_lapse_at <= %s)"
+        f" AND NOT EXISTS (SELECT 1 FROM {_ASSIGNMENT} a WHERE a.item_id = i.id"
+        " AND a.expert_id = %s AND a.state <> 'released')"
+        f"{not_in}"
+        " ORDER BY i.priority DESC, i.created_at, i.id LIMIT 1"
+        f"{_lock_clause(skip_locked=True, of='i')}"
     )
-    qs = (
-        Item.objects.filter(project=project, status=ItemStatus.OPEN, review_count__lt=k)
-        .filter(Q(held_slots__lt=k) | Q(next_lapse_at__lte=now))
-        .filter(~Exists(mine))
-        .order_by("-priority", "created_at", "id")
-    )
-    if exclude:
-        qs = qs.exclude(pk__in=exclude)
-    return qs.select_for_update(skip_locked=True, of=("self",), no_key=True)[:1]
+    return sql, [project.pk, k, k, _db(now), expert.pk, *exclude]
 
 
 def queue_claim_next(*, project: Project, expert, now: datetime | None = None) -> Claim | None:
@@ -127,7 +190,8 @@ def _claim_in_transaction(project: Project, expert, *, now: datetime) -> Claim |
         return claim
     stale: list[int] = []
     for _ in range(_CANDIDATES_PER_TRANSACTION):
-        item = next(iter(_candidates(project, expert, now=now, exclude=stale)), None)
+        sql, params = claim_candidate_sql(project, expert, now=now, exclude=stale)
+        item = next(iter(Item.objects.raw(sql, params)), None)
         if item is None:
             return None
         claim = _take_slot(project, expert, item, now=now)
@@ -138,31 +202,35 @@ def _claim_in_transaction(project: Project, expert, *, now: datetime) -> Claim |
 
 
 def _reclaim_current(project: Project, expert, *, now: datetime) -> Claim | None:
-    current = (
-        Assignment.objects.filter(project=project, expert=expert, state=AssignmentState.LEASED)
-        .values_list("item_id", flat=True)
-        .first()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT item_id FROM {_ASSIGNMENT} WHERE project_id = %s AND expert_id = %s"
+            " AND state = 'leased'",
+            [project.pk, expert.pk],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    item = _lock_item(row[0])
+    assignments = _assignments(item.pk)
+    mine = next(
+        (a for a in assignments if a.expert_id == expert.pk and a.state == AssignmentState.LEASED),
+        None,
     )
-    if current is None:
+    if mine is None:  # taken over between the two reads
         return None
-    item = _lock_item(current)
-    assignment = Assignment.objects.filter(
-        item=item, expert=expert, state=AssignmentState.LEASED
-    ).first()
-    if assignment is None:  # taken over between the two reads
-        return None
-    assignment.expires_at = now + timedelta(seconds=project.lease_seconds)
-    assignment.save(update_fields=["expires_at", "updated_at"])
-    _sync_item(item, project.overlap, now=now)
+    mine.expires_at = now + timedelta(seconds=project.lease_seconds)
+    _save_assignment(mine, now=now)
+    _sync_item(item, project.overlap, assignments=assignments)
     item.project = project
-    return Claim(item=item, assignment=assignment)
+    return Claim(item=item, assignment=mine)
 
 
 def _take_slot(project: Project, expert, item: Item, *, now: datetime) -> Claim | None:
     """Authoritative check and write, holding the item's row lock. None if the candidate was
     stale (a racing claim filled it first)."""
     k = project.overlap
-    rows = list(Assignment.objects.filter(item_id=item.pk))
+    rows = _assignments(item.pk)
     if any(a.expert_id == expert.pk and a.state != AssignmentState.RELEASED for a in rows):
         return None
     holding = [a for a in rows if a.state in HOLDING]
@@ -179,31 +247,26 @@ def _take_slot(project: Project, expert, item: Item, *, now: datetime) -> Claim 
         lapsed = min((a for a in holding if a not in live), key=lambda a: (a.expires_at, a.slot))
         slot = lapsed.slot
         lapsed.state, lapsed.slot = AssignmentState.RELEASED, None
-        lapsed.save(update_fields=["state", "slot", "updated_at"])
+        _save_assignment(lapsed, now=now)
     # The expert's own lapsed lease elsewhere in the project was handled by _reclaim_current;
     # a released row of theirs on this item is reused (unique per item and expert).
-    expires = now + timedelta(seconds=project.lease_seconds)
     mine = next((a for a in rows if a.expert_id == expert.pk), None)
     if mine is None:
-        mine = Assignment(project=project, item=item, expert=expert)
-    mine.state, mine.slot, mine.leased_at, mine.expires_at = (
-        AssignmentState.LEASED,
-        slot,
-        now,
-        expires,
-    )
-    mine.save()
-    holders = [a for a in rows if a.state in HOLDING and a.expert_id != expert.pk] + [mine]
-    _sync_item(item, k, now=now, holders=holders)
+        mine = Assignment(project_id=project.pk, item_id=item.pk, expert_id=expert.pk)
+        rows.append(mine)
+    mine.state, mine.slot = AssignmentState.LEASED, slot
+    mine.leased_at, mine.expires_at = now, now + timedelta(seconds=project.lease_seconds)
+    _save_assignment(mine, now=now)
+    _sync_item(item, k, assignments=rows)
     item.project = project
     return Claim(item=item, assignment=mine)
 
 
-def _held_assignment(item: Item, expert) -> Assignment:
-    assignment = Assignment.objects.filter(item=item, expert=expert, state__in=HOLDING).first()
-    if assignment is None:
-        raise LeaseLost("You no longer hold this item: it was released or given to someone else.")
-    return assignment
+def _mine(assignments: list[Assignment], expert) -> Assignment | None:
+    return next((a for a in assignments if a.expert_id == expert.pk), None)
+
+
+_LOST = "You no longer hold this item: it was released or given to someone else."
 
 
 @transaction.atomic
@@ -216,12 +279,15 @@ def queue_lease_renew(*, item: Item, expert, now: datetime | None = None) -> Ass
     now = now or timezone.now()
     item = _lock_item(item.pk)
     project = Project.objects.get(pk=item.project_id)
-    assignment = _held_assignment(item, expert)
+    assignments = _assignments(item.pk)
+    assignment = _mine(assignments, expert)
+    if assignment is None or assignment.state not in HOLDING:
+        raise LeaseLost(_LOST)
     if assignment.state != AssignmentState.LEASED:
         raise LeaseLost("You already decided this item.")
     assignment.expires_at = now + timedelta(seconds=project.lease_seconds)
-    assignment.save(update_fields=["expires_at", "updated_at"])
-    _sync_item(item, project.overlap, now=now)
+    _save_assignment(assignment, now=now)
+    _sync_item(item, project.overlap, assignments=assignments)
     return assignment
 
 
@@ -230,12 +296,14 @@ def queue_lease_release(*, item: Item, expert, now: datetime | None = None) -> b
     """Give the item back to the pool. False when the expert held no lease on it."""
     now = now or timezone.now()
     item = _lock_item(item.pk)
-    updated = Assignment.objects.filter(
-        item=item, expert=expert, state=AssignmentState.LEASED
-    ).update(state=AssignmentState.RELEASED, slot=None, updated_at=now)
-    if updated:
-        _sync_item(item, Project.objects.get(pk=item.project_id).overlap, now=now)
-    return bool(updated)
+    assignments = _assignments(item.pk)
+    assignment = _mine(assignments, expert)
+    if assignment is None or assignment.state != AssignmentState.LEASED:
+        return False
+    assignment.state, assignment.slot = AssignmentState.RELEASED, None
+    _save_assignment(assignment, now=now)
+    _sync_item(item, _overlap(item.project_id), assignments=assignments)
+    return True
 
 
 def queue_record_decision(*, item: Item, expert, counted: bool, now: datetime | None = None):
@@ -249,20 +317,21 @@ def queue_record_decision(*, item: Item, expert, counted: bool, now: datetime | 
     """
     now = now or timezone.now()
     item = _lock_item(item.pk)
-    project = Project.objects.get(pk=item.project_id)
-    assignment = Assignment.objects.filter(item=item, expert=expert).first()
+    k = _overlap(item.project_id)
+    assignments = _assignments(item.pk)
+    assignment = _mine(assignments, expert)
     if assignment is None or assignment.state == AssignmentState.RELEASED:
-        if item.review_count >= project.overlap:
+        if item.review_count >= k:
             raise ItemFull("This item already has all the reviews it needs.")
-        raise LeaseLost("You no longer hold this item: it was released or given to someone else.")
+        raise LeaseLost(_LOST)
     if assignment.state != AssignmentState.LEASED:
         return item  # already decided: the caller's idempotency handles the rest
     if counted:
         assignment.state = AssignmentState.SUBMITTED
     else:
         assignment.state, assignment.slot = AssignmentState.SKIPPED, None
-    assignment.save(update_fields=["state", "slot", "updated_at"])
-    _sync_item(item, project.overlap, now=now)
+    _save_assignment(assignment, now=now)
+    _sync_item(item, k, assignments=assignments)
     return item
 
 
@@ -270,7 +339,7 @@ def queue_record_decision(*, item: Item, expert, counted: bool, now: datetime | 
 def item_refresh_status(*, item: Item) -> Item:
     """Recompute an item's counts and status from its assignments, under its row lock."""
     item = _lock_item(item.pk)
-    _sync_item(item, Project.objects.get(pk=item.project_id).overlap, now=timezone.now())
+    _sync_item(item, _overlap(item.project_id), assignments=_assignments(item.pk))
     return item
 
 
@@ -311,5 +380,5 @@ def queue_sweep_lapsed(*, older_than: timedelta = timedelta(0), limit: int = 100
             released += Assignment.objects.filter(
                 item=item, state=AssignmentState.LEASED, expires_at__lte=now - older_than
             ).update(state=AssignmentState.RELEASED, slot=None, updated_at=now)
-            _sync_item(item, Project.objects.get(pk=item.project_id).overlap, now=now)
+            _sync_item(item, _overlap(item.project_id), assignments=_assignments(item.pk))
     return released

@@ -140,3 +140,15 @@ def test_queue_page_queries_are_bounded(
     c.post(reverse("curation:queue_start", args=[project.slug]))
     with django_assert_max_num_queries(10):
         c.get(reverse("curation:queue", args=[project.slug]))
+
+
+def test_claim_response_matches_the_openapi_schema(personas, project, items, api_for, client):
+    import yaml
+
+    schema = yaml.safe_load(client.get("/api/schema/").content)["components"]["schemas"]
+    body = api_for(personas["expert"]).post(claim_url(project)).json()
+    assert set(body) == set(schema["Claim"]["properties"])
+    item_schema = schema[schema["Claim"]["properties"]["item"]["$ref"].rsplit("/", 1)[1]]
+    assert set(body["item"]) <= set(item_schema["properties"])
+    candidate_schema = item_schema["properties"]["candidates"]["items"]["$ref"].rsplit("/", 1)[1]
+    assert set(body["item"]["candidates"][0]) == set(schema[candidate_schema]["properties"])
