@@ -6,7 +6,7 @@
 For each project size and number of concurrent experts it prints p50/p95/p99 of the claim
 request beside a trivial authenticated GET (`GET /api/v1/projects/{slug}/`) measured in the
 same run at the same concurrency, and the ratio of the two p95s. Each expert loops: claim →
-decide (the decision is recorded through `queue_record_decision` from this process; the review
+decide (the decision is recorded through `queue_record_decision` in a helper process; the review
 API replaces that step once it exists) → claim the next. A last scenario runs the claim → decide
 loop with 32 experts on a 100k-item project and prints decisions per second. After every
 scenario, SQL checks that no item was held by more than k experts and no expert got an item
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -27,7 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,7 @@ django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from django.db import connection, connections, transaction  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
 from curation.models import Item, Project  # noqa: E402
@@ -220,12 +221,13 @@ def percentiles(samples: list[float]) -> tuple[float, float, float]:
     return q[49], q[94], q[98]
 
 
-def decide(item_id: int, user) -> None:
-    try:
-        with transaction.atomic():
-            queue_record_decision(item=Item(pk=item_id), expert=user, counted=True)
-    finally:
-        connections["default"].close_if_unusable_or_obsolete()
+def decide(item_id: int, user_id: int) -> None:
+    """Record a counted decision (in a worker process, so this client's event loop, which
+    times the HTTP requests, never waits on the GIL for it)."""
+    with transaction.atomic():
+        queue_record_decision(
+            item=Item(pk=item_id), expert=get_user_model()(pk=user_id), counted=True
+        )
 
 
 async def run_clients(port, users, concurrency, seconds, *, path, claim, pool):
@@ -247,7 +249,7 @@ async def run_clients(port, users, concurrency, seconds, *, path, claim, pool):
                         return
                     assert status == 200, (status, body[:200])
                     item_id = json.loads(body)["item"]["id"]
-                    await loop.run_in_executor(pool, decide, item_id, user)
+                    await loop.run_in_executor(pool, decide, item_id, user.pk)
                     decided += 1
                 else:
                     assert status == 200, (status, body[:200])
@@ -301,7 +303,9 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     port = free_port()
     server = start_server(port)
-    pool = ThreadPoolExecutor(max_workers=EXPERTS)
+    # Decisions run in worker processes; "spawn" re-runs this module's set-up there, so no
+    # database connection is shared across a fork.
+    pool = ProcessPoolExecutor(max_workers=4, mp_context=multiprocessing.get_context("spawn"))
     rows = []
     try:
         for n in sizes:
