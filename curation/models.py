@@ -106,7 +106,10 @@ class ItemStatus(models.TextChoices):
 class Item(models.Model):
     """One prompt (text or chat messages) with its candidate outputs, waiting for k reviews."""
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
+    # No index of its own: item_unique_external_id (project, external_id) starts with it.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="items", db_index=False
+    )
     external_id = models.CharField(max_length=255)
     prompt = models.TextField(blank=True)
     messages = models.JSONField(null=True, blank=True)
@@ -120,10 +123,18 @@ class Item(models.Model):
     held_slots = models.PositiveSmallIntegerField(default=0)  # leases (live or lapsed) + decisions
     next_lapse_at = models.DateTimeField(null=True, blank=True)  # earliest lease expiry
     source = models.CharField(max_length=32, default="api")
+    # Unindexed: nothing looks items up by import job, and every import pays for an index.
+    # (Deleting an ImportJob then scans items to null the link; jobs are not deleted in bulk.)
     import_job = models.ForeignKey(
-        "ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "ImportJob",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
     )
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Browsing by date is served by item_project_status (project, status, created_at).
+    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
@@ -158,7 +169,10 @@ class Item(models.Model):
 
 
 class Candidate(models.Model):
-    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="candidates")
+    # No index of its own: candidate_unique_position (item, position) starts with it.
+    item = models.ForeignKey(
+        Item, on_delete=models.CASCADE, related_name="candidates", db_index=False
+    )
     position = models.PositiveSmallIntegerField()
     output = models.TextField()
     model = models.CharField(max_length=200, blank=True)

@@ -78,7 +78,7 @@ def item_list(*, project: Project, filters: ItemFilters | None = None) -> QueryS
     output. It needs no extra index and is exact, but it scans the project's rows: fine for
     browsing, not a full-text search engine. The date range is on ``created_at`` in the
     site's time zone, both ends inclusive, written as a range on the column (not ``__date``)
-    so the ``created_at`` index can serve it.
+    so an index on (project, status, created_at) can serve it.
     """
     filters = filters or ItemFilters()
     items = Item.objects.filter(project=project)

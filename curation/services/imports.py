@@ -4,23 +4,27 @@ How a run goes (``import_job_run``):
 
 1. **Validate and stage, streaming.** The file is read a line (JSONL, CSV) or an object (JSON
    array, through ``ijson``) at a time. Every object is checked against the contract in
-   ``docs/imports.md``; each problem becomes ``{line, field, message}``. Valid rows are
-   buffered in small chunks and written to two TEMP staging tables: with psycopg 3's
-   ``COPY FROM STDIN`` on PostgreSQL, with batched ``executemany`` on SQLite (the demo). Memory
-   therefore stays flat whatever the file size. Progress is written between chunks in short
-   autocommitted updates, so other connections (the progress bar) see it.
+   ``docs/imports.md`` (``_fast_row`` for the plainly valid, ``_validate`` for the rest); each
+   problem becomes ``{line, field, message}``. Valid rows go into one TEMP staging table: through
+   an open psycopg 3 ``COPY FROM STDIN`` on PostgreSQL, in small ``executemany`` batches on
+   SQLite (the demo). Memory therefore stays flat whatever the file size. Progress is written
+   every ``PROGRESS_EVERY_S`` in short autocommitted updates (the COPY is ended for them), so
+   other connections (the progress bar) see it.
 2. **Duplicates inside the file** are found with SQL over the staging table, not a Python set.
 3. **If anything was wrong, nothing is imported**: the job fails with the first 100 errors and
    the total count.
 4. **Insert**, in ONE transaction: ``INSERT … SELECT … ON CONFLICT DO NOTHING`` into
    ``curation_item`` (an external_id already in the project is skipped and counted, so a
    retried import is harmless), then the candidates of the newly inserted items, then the
-   job's final state. A failure leaves no item, no candidate and a job marked failed.
+   job's final state. Most of an import's time is here and at commit (index maintenance and
+   the deferred foreign-key checks, one per item and candidate), work PostgreSQL does on
+   one core. A failure leaves no item, no candidate and a job marked failed.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
 import json
@@ -177,8 +181,12 @@ def _too_long(raw: bytes) -> bool:
 _TOO_LONG = f"The line is longer than the {_limit_text(MAX_LINE_BYTES)} limit."
 
 
+_scan_json = json.JSONDecoder().scan_once
+
+
 def _iter_jsonl(reader: _Reader, errors: _Errors, progress: Callable[[int], None]):
-    """Yield ``(line, object)`` for each non-blank line that parses as JSON."""
+    """Yield ``(line, object, clean)`` for each non-blank line that parses as JSON; ``clean``
+    means the line cannot hold a character PostgreSQL refuses (see ``_fast_row``)."""
     line = 0
     while True:
         raw = reader.readline(MAX_LINE_BYTES + 1)
@@ -197,14 +205,22 @@ def _iter_jsonl(reader: _Reader, errors: _Errors, progress: Callable[[int], None
             continue
         if line == 1 and text.startswith("\ufeff"):
             text = text[1:]
-        if not text.strip():
+        if not text or text.isspace():
             continue
         try:
-            obj = json.loads(text)
-        except ValueError as exc:
-            errors.add(line, "", f"Not valid JSON: {exc.msg} (column {exc.colno}).")
-            continue
-        yield line, obj
+            obj, end = _scan_json(text, 0)  # json.loads without its two regex passes
+            if end != len(text) and not text[end:].isspace():
+                raise ValueError
+        except (StopIteration, ValueError):
+            try:  # leading blanks, or an error to report in json.loads's own words
+                obj = json.loads(text)
+            except ValueError as exc:
+                errors.add(line, "", f"Not valid JSON: {exc.msg} (column {exc.colno}).")
+                continue
+        # Valid JSON decoded from valid UTF-8 can only hold NUL or a lone surrogate through a
+        # \u escape (raw control characters are refused by the parser, encoded surrogates by
+        # the decoder), so a line without one needs no character checks.
+        yield line, obj, b"\\u" not in raw
 
 
 def _iter_json_array(reader: _Reader, errors: _Errors, progress: Callable[[int], None]):
@@ -225,7 +241,7 @@ def _iter_json_array(reader: _Reader, errors: _Errors, progress: Callable[[int],
         for obj in ijson.items(stream, "item", use_float=True):
             position += 1
             progress(position)
-            yield position, obj
+            yield position, obj, False
     except ijson.JSONError as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else "parse error"
         raise _FileProblem(
@@ -319,7 +335,7 @@ def _iter_csv(reader: _Reader, errors: _Errors, progress: Callable[[int], None])
                 continue
             obj = _csv_object(dict(zip(columns, record, strict=True)), start, errors)
             if obj is not None:
-                yield start, obj
+                yield start, obj, False
     except csv.Error as exc:
         raise _FileProblem(state.line, "", f"Not valid CSV: {exc}.") from None
 
@@ -355,12 +371,27 @@ def _csv_object(cells: dict[str, str], line: int, errors: _Errors) -> dict[str, 
 def _iter_list(items: Iterable[Any], progress: Callable[[int], None]):
     for position, obj in enumerate(items, start=1):
         progress(position)
-        yield position, obj
+        yield position, obj, False
 
 
 # ---- Validation -----------------------------------------------------------------------------
 
-_JSON_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# allow_nan=False: Python's json reads NaN and Infinity, but they are not JSON and jsonb refuses
+# them; refusing them here gives the line a precise error instead of a failed COPY.
+_JSON_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_json_string = json.encoder.encode_basestring  # one str as a JSON string, non-ASCII kept
+
+
+def _pairs_json(pairs: list[tuple[str, str]]) -> str:
+    """``_JSON_DUMPS(pairs)`` for a list of (output, model) strings, without the encoder's
+    per-call overhead (this runs once an item)."""
+    return (
+        "["
+        + ",".join(
+            ["[" + _json_string(text) + "," + _json_string(model) + "]" for text, model in pairs]
+        )
+        + "]"
+    )
 
 
 def _text(value: Any, line: int, field: str, errors: _Errors, *, blank: bool = False):
@@ -368,7 +399,7 @@ def _text(value: Any, line: int, field: str, errors: _Errors, *, blank: bool = F
     if type(value) is not str:
         errors.add(line, field, f"Must be a string, got {_type_name(value)}.")
         return None
-    if not blank and not value.strip():
+    if not blank and (not value or value.isspace()):
         errors.add(line, field, "Must not be empty.")
         return None
     if _BAD_CHARS.search(value):
@@ -378,7 +409,11 @@ def _text(value: Any, line: int, field: str, errors: _Errors, *, blank: bool = F
 
 
 def _json_text(value: Any, line: int, field: str, errors: _Errors) -> str | None:
-    dumped = _JSON_DUMPS(value)
+    try:
+        dumped = _JSON_DUMPS(value)
+    except ValueError:
+        errors.add(line, field, "Not valid JSON: NaN and Infinity are not JSON numbers.")
+        return None
     if "\\u0000" in dumped or _BAD_CHARS.search(dumped):
         errors.add(line, field, "Contains a NUL character or an unpaired surrogate.")
         return None
@@ -395,14 +430,134 @@ def _model_name(value: Any, line: int, field: str, errors: _Errors) -> str | Non
     return value
 
 
-Row = tuple[
-    int, str, str, str | None, str, int
-]  # line, external_id, prompt, messages, metadata, priority
-CandidateRow = tuple[int, str, int, str, str]  # line, external_id, position, output, model
+# A staged item: line, external_id, prompt, messages (JSON text or None), metadata (JSON text),
+# priority, candidates (JSON text: a list of [output, model] pairs, in file order).
+Row = tuple[int, str, str, str | None, str, int, str]
 
 
-def _validate(obj: Any, line: int, errors: _Errors) -> tuple[Row, list[CandidateRow]] | None:
-    """Check one object against the contract; record every problem; return staging rows."""
+def _fast_row(obj: Any, line: int, clean: bool) -> Row | None:
+    """The staging row of an object that plainly meets the contract, or None.
+
+    The common case, kept cheap: no error bookkeeping, no field paths, no regexes when the
+    line is ``clean``. None does not mean the object is bad, only that ``_validate`` (which
+    reports every problem precisely) must decide; the two must accept exactly the same rows.
+    """
+    if type(obj) is not dict:
+        return None
+    get = obj.get
+    external_id = get("external_id")
+    if type(external_id) is str:
+        if not external_id or len(external_id) > MAX_EXTERNAL_ID or external_id.isspace():
+            return None
+    elif type(external_id) is int:
+        external_id = str(external_id)
+    else:
+        return None
+
+    prompt, messages = get("prompt"), get("messages")
+    if messages is None:
+        if type(prompt) is not str or not prompt or prompt.isspace():
+            return None
+        messages_json = None
+        size = len(prompt)
+    else:
+        if prompt is not None or type(messages) is not list or not messages:
+            return None
+        for message in messages:
+            # Exactly role and content: the careful path would drop any other key.
+            if (
+                type(message) is not dict
+                or len(message) != 2
+                or type(message.get("content")) is not str
+                or message.get("role") not in ROLES
+            ):
+                return None
+        # Written as _validate writes them (role first), and faster than the encoder.
+        messages_json = (
+            "["
+            + ",".join(
+                [
+                    '{"role":'
+                    + _json_string(m["role"])
+                    + ',"content":'
+                    + _json_string(m["content"])
+                    + "}"
+                    for m in messages
+                ]
+            )
+            + "]"
+        )
+        prompt = ""
+        size = len(messages_json)
+
+    output, candidates = get("output"), get("candidates")
+    if candidates is None:
+        if type(output) is not str or not output or output.isspace():
+            return None
+        model = get("model")
+        if model is None:
+            model = ""
+        elif type(model) is not str or len(model) > MAX_MODEL_NAME:
+            return None
+        pairs = [(output, model)]
+        size += len(output) + len(model)
+    else:
+        if output is not None or type(candidates) is not list:
+            return None
+        if not candidates or len(candidates) > MAX_CANDIDATES:
+            return None
+        pairs = []
+        for candidate in candidates:
+            if type(candidate) is not dict:
+                return None
+            text, model = candidate.get("output"), candidate.get("model")
+            if type(text) is not str or not text or text.isspace():
+                return None
+            if model is None:
+                model = ""
+            elif type(model) is not str or len(model) > MAX_MODEL_NAME:
+                return None
+            pairs.append((text, model))
+            size += len(text) + len(model)
+
+    metadata = get("metadata")
+    if metadata is None or metadata == {}:
+        metadata_json = "{}"
+    elif type(metadata) is dict:
+        try:
+            metadata_json = _JSON_DUMPS(metadata)
+        except ValueError:  # NaN or Infinity
+            return None
+    else:
+        return None
+
+    priority = get("priority")
+    if priority is None:
+        priority = 0
+    elif type(priority) is not int or not -INT32 - 1 <= priority <= INT32:
+        return None
+
+    candidates_json = _pairs_json(pairs)
+    if not clean and (
+        _BAD_CHARS.search(external_id)
+        or _BAD_CHARS.search(prompt)
+        or "\\u0000" in metadata_json
+        or _BAD_CHARS.search(metadata_json)
+        or (
+            messages_json is not None
+            and ("\\u0000" in messages_json or _BAD_CHARS.search(messages_json))
+        )
+        or "\\u0000" in candidates_json
+        or _BAD_CHARS.search(candidates_json)
+    ):
+        return None
+    if size + len(metadata_json) > MAX_LINE_BYTES:
+        return None
+    return (line, external_id, prompt, messages_json, metadata_json, priority, candidates_json)
+
+
+def _validate(obj: Any, line: int, errors: _Errors) -> Row | None:
+    """Check one object against the contract; record every problem; return its staging row."""
     if type(obj) is not dict:
         errors.add(line, "", f"Expected a JSON object, got {_type_name(obj)}.")
         return None
@@ -508,87 +663,118 @@ def _validate(obj: Any, line: int, errors: _Errors) -> tuple[Row, list[Candidate
     if size > MAX_LINE_BYTES:
         errors.add(line, "", f"The item is larger than the {_limit_text(MAX_LINE_BYTES)} limit.")
         return None
-    row = (line, external_id, prompt_text, messages_json, metadata_json, priority)
-    return row, [(line, external_id, pos, text, model) for pos, (text, model) in enumerate(staged)]
+    candidates_json = _pairs_json(staged)
+    return (line, external_id, prompt_text, messages_json, metadata_json, priority, candidates_json)
 
 
 # ---- Staging --------------------------------------------------------------------------------
 
+_STAGE_COLUMNS = "line, external_id, prompt, messages, metadata, priority, candidates"
+
 
 class _Stage:
-    """Two TEMP tables on the import's connection. Temp tables are private to their session,
-    so fixed names are safe; they are dropped when the run ends."""
+    """One TEMP table on the import's connection (private to the session, so a fixed name is
+    safe), dropped when the run ends.
+
+    On PostgreSQL rows go straight into an open ``COPY FROM STDIN`` as they are validated, so
+    the server parses and stores them (JSON into jsonb included) on its own core while Python
+    reads on. The COPY is ended only when the connection is needed for something else (a
+    progress update, the end of the file). Each staged row takes its item id from
+    ``curation_item``'s own sequence as it arrives: ids follow the file's order without a sort,
+    and candidates are inserted from the same row without joining back on external_id.
+
+    On SQLite (the demo) rows are buffered in small chunks and written with ``executemany``.
+    """
 
     def __init__(self) -> None:
         self.postgres = connection.vendor == "postgresql"
         self._rows: list[Row] = []
-        self._cands: list[CandidateRow] = []
         self._bytes = 0
+        self._copy: Any = None
+        self._exit: contextlib.ExitStack | None = None
         self.staged = 0
 
     def create(self) -> None:
         self.drop()
         with connection.cursor() as cursor:
-            cursor.execute(
-                "CREATE TEMP TABLE import_stage_items (line integer NOT NULL,"
-                " external_id text NOT NULL, prompt text NOT NULL, messages text,"
-                " metadata text NOT NULL, priority integer NOT NULL)"
-            )
-            cursor.execute(
-                "CREATE TEMP TABLE import_stage_candidates (line integer NOT NULL,"
-                " external_id text NOT NULL, position integer NOT NULL, output text NOT NULL,"
-                " model text NOT NULL)"
-            )
+            if self.postgres:
+                cursor.execute("SELECT pg_get_serial_sequence('curation_item', 'id')")
+                (sequence,) = cursor.fetchone()
+                cursor.execute(
+                    "CREATE TEMP TABLE import_stage (line integer NOT NULL,"
+                    " id bigint NOT NULL DEFAULT nextval(%s::regclass),"
+                    " external_id text NOT NULL, prompt text NOT NULL, messages jsonb,"
+                    " metadata jsonb NOT NULL, priority integer NOT NULL,"
+                    " candidates jsonb NOT NULL)",
+                    [sequence],
+                )
+            else:
+                cursor.execute(
+                    "CREATE TEMP TABLE import_stage (line integer NOT NULL,"
+                    " external_id text NOT NULL, prompt text NOT NULL, messages text,"
+                    " metadata text NOT NULL, priority integer NOT NULL,"
+                    " candidates text NOT NULL)"
+                )
 
     def drop(self) -> None:
+        self._end_copy(failed=True)
         with connection.cursor() as cursor:
-            cursor.execute("DROP TABLE IF EXISTS import_stage_items")
-            cursor.execute("DROP TABLE IF EXISTS import_stage_candidates")
+            cursor.execute("DROP TABLE IF EXISTS import_stage")
 
-    def add(self, row: Row, candidates: list[CandidateRow]) -> bool:
-        """Buffer one row; True when the buffer is full and should be flushed."""
+    def add(self, row: Row) -> None:
+        if self.postgres:
+            if self._copy is None:
+                self._exit = contextlib.ExitStack()
+                cursor = self._exit.enter_context(connection.cursor())
+                self._copy = self._exit.enter_context(
+                    cursor.copy(f"COPY import_stage ({_STAGE_COLUMNS}) FROM STDIN")
+                )
+            self._copy.write_row(row)
+            self.staged += 1
+            return
         self._rows.append(row)
-        self._cands.extend(candidates)
-        self._bytes += len(row[2]) + len(row[4]) + (len(row[3]) if row[3] else 0)
-        self._bytes += sum(len(c[3]) for c in candidates)
-        return len(self._rows) >= CHUNK_ROWS or self._bytes >= CHUNK_BYTES
+        self._bytes += len(row[2]) + len(row[4]) + len(row[6]) + (len(row[3]) if row[3] else 0)
+        if len(self._rows) >= CHUNK_ROWS or self._bytes >= CHUNK_BYTES:
+            self.flush()
+
+    def _end_copy(self, *, failed: bool) -> None:
+        if self._exit is None:
+            return
+        stack, self._exit, self._copy = self._exit, None, None
+        if failed:
+            # Leaving the COPY with an exception makes psycopg abort it (CopyFail).
+            with contextlib.suppress(_AbortCopy):
+                stack.__exit__(_AbortCopy, _AbortCopy(), None)
+        else:
+            stack.close()
 
     def flush(self) -> None:
+        """Finish writing what was added, so the connection can run other statements."""
+        if self.postgres:
+            self._end_copy(failed=False)
+            return
         if not self._rows:
             return
         with connection.cursor() as cursor:
-            if self.postgres:
-                with cursor.copy(
-                    "COPY import_stage_items (line, external_id, prompt, messages, metadata,"
-                    " priority) FROM STDIN"
-                ) as copy:
-                    for row in self._rows:
-                        copy.write_row(row)
-                with cursor.copy(
-                    "COPY import_stage_candidates (line, external_id, position, output, model)"
-                    " FROM STDIN"
-                ) as copy:
-                    for cand in self._cands:
-                        copy.write_row(cand)
-            else:
-                cursor.executemany(
-                    "INSERT INTO import_stage_items VALUES (%s, %s, %s, %s, %s, %s)", self._rows
-                )
-                cursor.executemany(
-                    "INSERT INTO import_stage_candidates VALUES (%s, %s, %s, %s, %s)",
-                    self._cands,
-                )
+            cursor.executemany(
+                "INSERT INTO import_stage (line, external_id, prompt, messages, metadata,"
+                " priority, candidates) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                self._rows,
+            )
         self.staged += len(self._rows)
-        self._rows, self._cands, self._bytes = [], [], 0
+        self._rows, self._bytes = [], 0
 
     def duplicates(self, errors: _Errors) -> None:
         """Record every repeat of an external_id inside the file (SQL, not a Python set)."""
         with connection.cursor() as cursor:
             if self.postgres:
-                # Temp tables are never auto-analyzed; the plans below need row counts.
-                cursor.execute("ANALYZE import_stage_items")
-                cursor.execute("ANALYZE import_stage_candidates")
-            cursor.execute("SELECT COUNT(*) - COUNT(DISTINCT external_id) FROM import_stage_items")
+                # Temp tables are never auto-analyzed; the grouping below needs the number of
+                # distinct ids to plan a hash aggregate (the other columns are not needed).
+                cursor.execute("ANALYZE import_stage (external_id)")
+            cursor.execute(
+                "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM import_stage"
+                " GROUP BY external_id HAVING COUNT(*) > 1) AS d"
+            )
             (count,) = cursor.fetchone()
             if not count:
                 return
@@ -596,7 +782,7 @@ class _Stage:
                 "SELECT line, external_id, first_line FROM ("
                 " SELECT line, external_id,"
                 " MIN(line) OVER (PARTITION BY external_id) AS first_line"
-                " FROM import_stage_items) AS d"
+                " FROM import_stage) AS d"
                 " WHERE line <> first_line ORDER BY line LIMIT %s",
                 [MAX_REPORTED_ERRORS],
             )
@@ -609,53 +795,80 @@ class _Stage:
                 for line, external_id, first in cursor.fetchall()
             ]
         errors.first = sorted(errors.first + found, key=lambda e: e["line"])[:MAX_REPORTED_ERRORS]
-        errors.count += count
+        errors.count += int(count)
 
     def insert(self, *, project_id: int, job_id: int) -> tuple[int, int]:
         """Insert staged items that are new to the project, then their candidates. Returns
         ``(items inserted, candidates inserted)``. Call inside ``transaction.atomic``."""
-        json_cast = "::jsonb" if self.postgres else ""
-        sql, params = _item_insert_sql(
-            given={
-                "project": ("%s", project_id),
-                "external_id": ("external_id", None),
-                "prompt": ("prompt", None),
-                "messages": (f"messages{json_cast}", None),
-                "metadata": (f"metadata{json_cast}", None),
-                "priority": ("priority", None),
-                "source": ("%s", "import"),
-                "import_job": ("%s", job_id),
-            },
-            now=timezone.now(),
-        )
+        given = {
+            "project": ("%s", project_id),
+            "external_id": ("external_id", None),
+            "prompt": ("prompt", None),
+            "messages": ("messages", None),
+            "metadata": ("metadata", None),
+            "priority": ("priority", None),
+            "source": ("%s", "import"),
+            "import_job": ("%s", job_id),
+        }
+        if self.postgres:
+            given["id"] = ("id", None)
+        sql, params = _item_insert_sql(given=given, now=timezone.now(), postgres=self.postgres)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             items = cursor.rowcount
+            if not self.postgres:
+                return items, self._insert_candidates_sqlite(cursor, project_id, job_id)
+            if items < self.staged:
+                # Some ids were already in the project (or were just committed by a
+                # concurrent import): their staged rows must not bring candidates.
+                cursor.execute(
+                    "DELETE FROM import_stage s"
+                    " WHERE NOT EXISTS (SELECT 1 FROM curation_item i WHERE i.id = s.id)"
+                )
             cursor.execute(
                 "INSERT INTO curation_candidate (item_id, position, output, model)"
-                " SELECT i.id, c.position, c.output, c.model FROM import_stage_candidates c"
-                " JOIN curation_item i ON i.project_id = %s AND i.external_id = c.external_id"
-                " WHERE i.import_job_id = %s",
-                [project_id, job_id],
+                " SELECT s.id, c.n - 1, c.pair ->> 0, c.pair ->> 1 FROM import_stage s"
+                " CROSS JOIN LATERAL jsonb_array_elements(s.candidates)"
+                " WITH ORDINALITY AS c(pair, n)"
             )
             candidates = cursor.rowcount
         return items, candidates
 
+    @staticmethod
+    def _insert_candidates_sqlite(cursor, project_id: int, job_id: int) -> int:
+        cursor.execute(
+            "INSERT INTO curation_candidate (item_id, position, output, model)"
+            " SELECT i.id, CAST(c.key AS integer), json_extract(c.value, '$[0]'),"
+            " json_extract(c.value, '$[1]')"
+            " FROM import_stage s JOIN curation_item i"
+            " ON i.project_id = %s AND i.external_id = s.external_id, json_each(s.candidates) c"
+            " WHERE i.import_job_id = %s ORDER BY s.line, c.key",
+            [project_id, job_id],
+        )
+        return cursor.rowcount
 
-def _item_insert_sql(*, given: dict[str, tuple[str, Any]], now) -> tuple[str, list[Any]]:
-    """``INSERT INTO curation_item … SELECT … FROM import_stage_items`` naming every column
-    of ``Item``: the staged ones, the ones in ``given`` and, for the rest, the field's default
+
+class _AbortCopy(Exception):
+    """Raised into an open COPY to abort it (the run failed while staging)."""
+
+
+def _item_insert_sql(
+    *, given: dict[str, tuple[str, Any]], now, postgres: bool
+) -> tuple[str, list[Any]]:
+    """``INSERT INTO curation_item … SELECT … FROM import_stage`` naming every column of
+    ``Item``: the staged ones, the ones in ``given`` and, for the rest, the field's default
     (so a column added to ``Item`` with a default needs no change here).
 
-    "WHERE true" lets SQLite parse ON CONFLICT after INSERT … SELECT. Rows whose external_id
-    is already in the project (or was just committed by a concurrent import) are skipped;
-    the cursor's rowcount is the number actually inserted.
+    Rows whose external_id is already in the project (or was just committed by a concurrent
+    import) are skipped; the cursor's rowcount is the number actually inserted. On PostgreSQL
+    the staged ids already follow the file's order; on SQLite the ids are assigned here, in
+    line order ("WHERE true" lets SQLite parse ON CONFLICT after INSERT … SELECT).
     """
     from curation.models import Item
 
     columns, values, params = [], [], []
     for model_field in Item._meta.concrete_fields:
-        if model_field.primary_key:
+        if model_field.primary_key and model_field.name not in given:
             continue
         columns.append(connection.ops.quote_name(model_field.column))
         if model_field.name in given:
@@ -672,9 +885,10 @@ def _item_insert_sql(*, given: dict[str, tuple[str, Any]], now) -> tuple[str, li
             raise RuntimeError(f"Item.{model_field.name} has no default; teach the import it.")
         values.append("%s")
         params.append(model_field.get_db_prep_save(value, connection))
+    order = "" if postgres else " WHERE true ORDER BY line"
     sql = (
         f"INSERT INTO curation_item ({', '.join(columns)})"  # noqa: S608 (names from the model)
-        f" SELECT {', '.join(values)} FROM import_stage_items WHERE true ORDER BY line"
+        f" SELECT {', '.join(values)} FROM import_stage{order}"
         " ON CONFLICT (project_id, external_id) DO NOTHING"
     )
     return sql, params
@@ -876,15 +1090,16 @@ def _run(job: ImportJob, items: Iterable[Any] | None) -> None:
         items = list(items)
         _update(job, lines_total=len(items))
 
+    stage = _Stage()
     last_progress = [time.monotonic()]
 
     def progress(line: int) -> None:
         job.lines_done = line
         if time.monotonic() - last_progress[0] >= PROGRESS_EVERY_S:
             last_progress[0] = time.monotonic()
+            stage.flush()  # the open COPY holds the connection
             _update(job, lines_done=line)
 
-    stage = _Stage()
     try:
         stage.create()
         if items is not None:
@@ -896,11 +1111,11 @@ def _run(job: ImportJob, items: Iterable[Any] | None) -> None:
             source = iterate[job.format](reader, errors, progress)
         seen = 0
         try:
-            for line, obj in source:
+            for line, obj, clean in source:
                 seen += 1
-                result = _validate(obj, line, errors)
-                if result is not None and stage.add(*result):
-                    stage.flush()
+                row = _fast_row(obj, line, clean) or _validate(obj, line, errors)
+                if row is not None:
+                    stage.add(row)
         except _FileProblem as problem:
             errors.add(problem.line, problem.field, problem.message)
         stage.flush()

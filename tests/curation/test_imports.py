@@ -230,6 +230,14 @@ BAD_CASES = {
         [(3, "external_id", "Duplicate external_id 'x' (first on line 1)")],
     ),
     "NUL character": (jsonl({**GOOD, "output": "a\u0000b"}), [(1, "output", "NUL")]),
+    "NUL character in an ignored-for-checks place": (
+        jsonl({**GOOD, "metadata": {"k": "a\u0000b"}}),
+        [(1, "metadata", "NUL")],
+    ),
+    "NaN in metadata": (
+        jsonl(GOOD).replace('."}', '.", "metadata": {"score": NaN}}'),
+        [(1, "metadata", "NaN and Infinity are not JSON numbers")],
+    ),
     "line over 1 MiB": (
         jsonl(GOOD, {**GOOD, "external_id": "big", "output": "x" * (1024 * 1024)}, GOOD).replace(
             '"x", "prompt"', '"z", "prompt"', 1
@@ -253,6 +261,36 @@ def test_bad_input_is_reported_precisely_and_nothing_is_imported(personas, proje
         assert got["field"] == want_field, got
         assert want_text in got["message"], got
     assert "nothing was imported" in job.message
+
+
+FAST_PATH_OBJECTS = [
+    GOOD,
+    {"external_id": 7, "prompt": "Q", "output": "A", "model": None, "priority": -3},
+    {"external_id": "m", "messages": [{"content": "Q", "role": "user"}], "output": "A"},
+    # a message with an extra key: the careful path drops the key, the fast path defers
+    {"external_id": "m2", "messages": [{"role": "user", "content": "", "x": 1}], "output": "A"},
+    {"external_id": "c", "prompt": "Q", "candidates": [{"output": 'é " \\', "model": "a"}]},
+    {"external_id": "u", "prompt": "Q\ud800", "output": "A"},
+    {"external_id": "big", "prompt": "Q", "output": "A", "priority": 2**31},
+    {**GOOD, "metadata": {"nested": [1, 2.5, None, True, "ü"]}},
+    {**GOOD, "metadata": {"x": float("inf")}},
+]
+
+
+@pytest.mark.parametrize("clean", [True, False])
+@pytest.mark.parametrize("obj", FAST_PATH_OBJECTS)
+def test_the_fast_path_stages_what_the_careful_path_would(obj, clean):
+    """_fast_row either defers (None) or gives exactly the row _validate would."""
+    if clean and "\\u" in json.dumps(obj):
+        pytest.skip("the reader calls a line clean only when it holds no \\u escape")
+    errors = services._Errors()
+    careful = services._validate(obj, 3, errors)
+    fast = services._fast_row(obj, 3, clean)
+    if careful is None:  # a refused object never slips through the fast path
+        assert fast is None
+    elif fast is not None:
+        assert fast == careful
+    assert (careful is None) == bool(errors)
 
 
 def test_one_bad_line_among_good_ones_imports_nothing(personas, project, tmp_path):
