@@ -2,7 +2,7 @@ import json
 
 from django import forms
 
-from curation.models import ItemStatus, ReviewMode, Role
+from curation.models import ItemStatus, OutcomeRule, ReviewMode, Role
 
 
 class MemberForm(forms.Form):
@@ -49,6 +49,11 @@ class ProjectSettingsForm(forms.Form):
         required=False,
         help_text="Experts never see each other's answers.",
     )
+    outcome_rule = forms.ChoiceField(
+        label="Outcome rule",
+        choices=OutcomeRule.choices,
+        help_text="How k reviews of an item become its final decision.",
+    )
 
     @classmethod
     def initial_for(cls, project) -> dict:
@@ -60,6 +65,7 @@ class ProjectSettingsForm(forms.Form):
             "overlap": project.overlap,
             "lease_minutes": max(1, round(project.lease_seconds / 60)),
             "blind": project.blind,
+            "outcome_rule": project.outcome_rule,
         }
 
     def clean_label_schema(self):
@@ -81,6 +87,7 @@ class ProjectSettingsForm(forms.Form):
             "overlap": data["overlap"],
             "lease_seconds": data["lease_minutes"] * 60,
             "blind": data["blind"],
+            "outcome_rule": data["outcome_rule"],
         }
 
 

@@ -25,6 +25,13 @@ def default_review_modes() -> list[str]:
     return [ReviewMode.CORRECT]
 
 
+class OutcomeRule(models.TextChoices):
+    """How k reviews become an item's outcome (feedback.services.outcome_decide)."""
+
+    UNANIMOUS = "unanimous", "All experts must agree (any disagreement goes to adjudication)"
+    MAJORITY = "majority", "Majority decides (ties go to adjudication)"
+
+
 class Project(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
@@ -40,6 +47,9 @@ class Project(models.Model):
     overlap = models.PositiveSmallIntegerField(default=1, help_text="Reviews wanted per item (k).")
     lease_seconds = models.PositiveIntegerField(default=600)
     blind = models.BooleanField(default=True)
+    outcome_rule = models.CharField(
+        max_length=16, choices=OutcomeRule.choices, default=OutcomeRule.UNANIMOUS
+    )
 
     class Meta:
         ordering = ["name"]

@@ -9,6 +9,7 @@ from curation.models import (
     Item,
     ItemStatus,
     Membership,
+    OutcomeRule,
     Project,
     ReviewMode,
     Role,
@@ -74,7 +75,15 @@ class ProjectSettingsOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ["review_modes", "label_schema", "overlap", "lease_seconds", "blind", "updated_at"]
+        fields = [
+            "review_modes",
+            "label_schema",
+            "overlap",
+            "lease_seconds",
+            "blind",
+            "outcome_rule",
+            "updated_at",
+        ]
         read_only_fields = fields
 
 
@@ -88,6 +97,7 @@ class ProjectSettingsInputSerializer(serializers.Serializer):
     overlap = serializers.IntegerField(required=False, help_text="Reviews wanted per item, 1..50.")
     lease_seconds = serializers.IntegerField(required=False, help_text="60..86400 seconds.")
     blind = serializers.BooleanField(required=False)
+    outcome_rule = serializers.ChoiceField(choices=OutcomeRule.choices, required=False)
 
 
 class GuidelineVersionSummarySerializer(serializers.ModelSerializer):

@@ -6,11 +6,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.authtoken.views import obtain_auth_token
 
 from curation.urls import api_urlpatterns as curation_api
+from feedback.urls import api_urlpatterns as feedback_api
 from redline.lib.health import healthz
 
 api_v1 = [
     path("auth/token/", obtain_auth_token, name="auth-token"),
     *curation_api,
+    *feedback_api,
 ]
 
 urlpatterns = [
@@ -19,6 +21,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("projects/", include("curation.urls")),
+    path("projects/", include("feedback.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

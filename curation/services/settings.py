@@ -18,6 +18,7 @@ from curation.models import (
     AssignmentState,
     GuidelineVersion,
     Item,
+    OutcomeRule,
     Project,
     ReviewMode,
 )
@@ -192,6 +193,7 @@ def project_settings_update(
     overlap: int = _UNSET,
     lease_seconds: int = _UNSET,
     blind: bool = _UNSET,
+    outcome_rule: str = _UNSET,
 ) -> Project:
     """Validate and save a project's review settings; arguments left out keep their value.
 
@@ -205,7 +207,9 @@ def project_settings_update(
     - ``overlap`` (k): 1..50, and once reviews exist it may only go up (lowering it would
       strand items whose counted reviews already exceed the new k);
     - ``lease_seconds``: one minute to 24 hours;
-    - ``blind``: a boolean.
+    - ``blind``: a boolean;
+    - ``outcome_rule``: ``unanimous`` or ``majority``; items already decided are re-decided
+      under the new rule (adjudicated ones keep the manager's decision).
     """
     locked = Project.objects.select_for_update().get(pk=project.pk)
     errors: dict[str, list[str]] = {}
@@ -259,9 +263,20 @@ def project_settings_update(
         else:
             new_blind = blind
 
+    new_rule = locked.outcome_rule
+    if outcome_rule is not _UNSET:
+        if outcome_rule not in OutcomeRule.values:
+            errors.setdefault("outcome_rule", []).append(
+                f"Outcome rule must be one of {', '.join(OutcomeRule.values)}."
+            )
+        else:
+            new_rule = outcome_rule
+
     if errors:
         raise ValidationError(errors)
 
+    rule_changed = new_rule != locked.outcome_rule
+    locked.outcome_rule = new_rule
     overlap_changed = new_overlap != locked.overlap
     locked.review_modes = modes
     locked.label_schema = schema
@@ -275,13 +290,25 @@ def project_settings_update(
             "overlap",
             "lease_seconds",
             "blind",
+            "outcome_rule",
             "updated_at",
         ]
     )
     if overlap_changed:  # items complete under the old k reopen (or close) under the new one
         project_items_refresh_status(project=locked)
+    if overlap_changed or rule_changed:
+        from feedback.services import project_outcomes_refresh
+
+        project_outcomes_refresh(project=locked)
     # Keep the caller's instance (which may carry annotations such as user_role) in step.
-    for field in ("review_modes", "label_schema", "overlap", "lease_seconds", "blind"):
+    for field in (
+        "review_modes",
+        "label_schema",
+        "overlap",
+        "lease_seconds",
+        "blind",
+        "outcome_rule",
+    ):
         setattr(project, field, getattr(locked, field))
     project.updated_at = locked.updated_at
     return project

@@ -1,0 +1,1 @@
+"""Feedback API: reviews, agreement, adjudication."""

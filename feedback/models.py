@@ -1,0 +1,234 @@
+"""Expert decisions and what becomes of them.
+
+A ``Review`` is one expert's decision on one item (unique per item and expert). It is never
+overwritten silently: every save goes through ``feedback.services`` and writes an immutable
+``ReviewRevision`` (revision 1 is the original decision, later ones are amendments), plus an
+``AuditEvent``. Once an item has its k counted reviews, ``ItemOutcome`` holds the final
+decision: agreed by the experts, or set by a manager in adjudication. ``GoldAnswer`` marks an
+item whose expected answer is known, to score experts on.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from curation.models import Candidate, GuidelineVersion, Item, Project
+
+
+class Verdict(models.TextChoices):
+    ACCEPT = "accept", "Accept"
+    CORRECT = "correct", "Correct"
+    REJECT = "reject", "Reject"
+    SKIP = "skip", "Skip"
+
+
+COUNTED_VERDICTS = (Verdict.ACCEPT, Verdict.CORRECT, Verdict.REJECT)
+
+
+class Review(models.Model):
+    """One expert's current decision on one item. Fields hold the latest revision."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="reviews")
+    expert = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews"
+    )
+    verdict = models.CharField(max_length=16, choices=Verdict.choices)
+    # The candidate the verdict is about (the one accepted, corrected or rejected). For a
+    # comparison it is the preferred one (or the first shown, on a tie).
+    candidate = models.ForeignKey(
+        Candidate, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    corrected_output = models.TextField(blank=True)
+    preferred_candidate = models.ForeignKey(
+        Candidate, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    tie = models.BooleanField(default=False)
+    rating = models.PositiveSmallIntegerField(null=True, blank=True)  # overall, 1..5
+    labels = models.JSONField(default=dict, blank=True)  # {question key: answer}
+    rationale = models.TextField(blank=True)
+    # Candidate ids in the order this expert was shown them (compare items are shuffled per
+    # expert so position cannot bias the choice).
+    candidate_order = models.JSONField(default=list, blank=True)
+    time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    guideline_version = models.ForeignKey(
+        GuidelineVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    idempotency_key = models.CharField(max_length=100, blank=True)
+    revision = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["item", "expert"], name="review_unique_expert"),
+            models.UniqueConstraint(
+                fields=["expert", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="review_unique_idempotency_key",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(verdict__in=Verdict.values), name="review_verdict_valid"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(tie=True, preferred_candidate__isnull=False),
+                name="review_tie_or_preferred",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["project", "created_at"], name="review_project_created"),
+            models.Index(fields=["expert", "-updated_at"], name="review_expert_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.expert} {self.verdict} item {self.item_id} (rev {self.revision})"
+
+    @property
+    def counted(self) -> bool:
+        return self.verdict != Verdict.SKIP
+
+    @property
+    def preference(self) -> str:
+        """``"tie"``, the preferred candidate id as text, or ``""``."""
+        if self.tie:
+            return "tie"
+        return str(self.preferred_candidate_id) if self.preferred_candidate_id else ""
+
+
+class ReviewRevision(models.Model):
+    """An immutable snapshot of a review as it was saved: revision 1 is the decision, later
+    numbers are amendments. Nothing here is ever updated or deleted by the application."""
+
+    review = models.ForeignKey(Review, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    editor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    data = models.JSONField()  # every decision field, as saved
+    changed = models.JSONField(default=list)  # field names that differ from the revision before
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["review", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["review", "number"], name="revision_unique_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"review {self.review_id} rev {self.number}"
+
+
+class Outcome(models.TextChoices):
+    ACCEPTED = "accepted", "Accepted"
+    REJECTED = "rejected", "Rejected"
+    NEEDS_ADJUDICATION = "needs_adjudication", "Needs adjudication"
+
+
+class OutcomeSource(models.TextChoices):
+    UNANIMOUS = "unanimous", "All experts agreed"
+    MAJORITY = "majority", "Majority of experts"
+    ADJUDICATED = "adjudicated", "Adjudicated by a manager"
+
+
+class ItemOutcome(models.Model):
+    """The final decision on an item once it has k counted reviews.
+
+    ``final_text`` is what training data takes as the good answer (the accepted candidate's
+    output, the agreed correction, or the adjudicator's text); ``agreement`` is the share of
+    experts whose decision matches the outcome (1.0 when unanimous).
+    """
+
+    item = models.OneToOneField(
+        Item, on_delete=models.CASCADE, primary_key=True, related_name="outcome"
+    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    outcome = models.CharField(max_length=24, choices=Outcome.choices)
+    source = models.CharField(max_length=16, choices=OutcomeSource.choices)
+    final_candidate = models.ForeignKey(
+        Candidate, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    final_text = models.TextField(blank=True)
+    preferred_candidate = models.ForeignKey(
+        Candidate, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    tie = models.BooleanField(default=False)
+    agreement = models.FloatField(null=True, blank=True)
+    review_count = models.PositiveIntegerField(default=0)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    note = models.TextField(blank=True)
+    decided_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(outcome__in=Outcome.values), name="outcome_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(source__in=OutcomeSource.values), name="outcome_source_valid"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["project", "outcome", "decided_at"], name="outcome_project")
+        ]
+
+    def __str__(self) -> str:
+        return f"item {self.item_id}: {self.outcome} ({self.source})"
+
+
+class GoldAnswer(models.Model):
+    """A known answer for an item, set by a manager. Experts get gold items like any other and
+    cannot tell; their decisions on them are scored (see ``selectors.gold_scores``)."""
+
+    item = models.OneToOneField(
+        Item, on_delete=models.CASCADE, primary_key=True, related_name="gold"
+    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    verdict = models.CharField(
+        max_length=16,
+        choices=[(v, label) for v, label in Verdict.choices if v != Verdict.SKIP],
+    )
+    preferred_candidate = models.ForeignKey(
+        Candidate, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    tie = models.BooleanField(default=False)
+    labels = models.JSONField(default=dict, blank=True)
+    note = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"gold for item {self.item_id}"
+
+
+class AuditAction(models.TextChoices):
+    REVIEW_SUBMITTED = "review.submitted", "Review submitted"
+    REVIEW_AMENDED = "review.amended", "Review amended"
+    ITEM_ADJUDICATED = "item.adjudicated", "Item adjudicated"
+    GOLD_SET = "gold.set", "Gold answer set"
+    GOLD_CLEARED = "gold.cleared", "Gold answer cleared"
+
+
+class AuditEvent(models.Model):
+    """Append-only record of who did what to which decision."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=32, choices=AuditAction.choices)
+    item = models.ForeignKey(
+        Item, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    review = models.ForeignKey(
+        Review, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "-created_at"], name="audit_project_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} at {self.created_at:%Y-%m-%d %H:%M}"

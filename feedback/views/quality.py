@@ -1,0 +1,1 @@
+"""Managers' quality pages: dashboard, adjudication, gold answers."""
