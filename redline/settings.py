@@ -99,6 +99,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
+if env_bool("REDLINE_SERVER_TIMING", False):
+    MIDDLEWARE.insert(0, "redline.lib.timing.ServerTimingMiddleware")
 
 ROOT_URLCONF = "redline.urls"
 WSGI_APPLICATION = "redline.wsgi.application"
