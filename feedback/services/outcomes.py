@@ -129,7 +129,11 @@ def outcome_decide(
 
 
 def item_outcome_refresh(
-    *, item: Item, project: Project | None = None, now: datetime | None = None
+    *,
+    item: Item,
+    project: Project | None = None,
+    now: datetime | None = None,
+    candidates: list[Candidate] | None = None,
 ) -> ItemOutcome | None:
     """Decide (again) the outcome of ``item`` from its reviews and store it.
 
@@ -143,9 +147,13 @@ def item_outcome_refresh(
     if current is not None and current.source == OutcomeSource.ADJUDICATED:
         return current
     reviews = list(Review.objects.filter(item_id=item.pk))
-    candidates = {c.pk: c for c in Candidate.objects.filter(item_id=item.pk)}
+    if candidates is None:
+        candidates = list(Candidate.objects.filter(item_id=item.pk))
     decision = outcome_decide(
-        reviews=reviews, k=project.overlap, rule=project.outcome_rule, candidates=candidates
+        reviews=reviews,
+        k=project.overlap,
+        rule=project.outcome_rule,
+        candidates={c.pk: c for c in candidates},
     )
     if decision is None:
         if current is not None:

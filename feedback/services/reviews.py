@@ -350,7 +350,8 @@ def review_submit(
     A counted verdict that completes the item decides its outcome in the same transaction.
     """
     now = now or timezone.now()
-    project = Project.objects.get(pk=item.project_id)
+    # The caller's item usually carries its project already (access checks load it).
+    project = item.project
     if not isinstance(idempotency_key, str) or len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
         raise ValidationError(
             {"idempotency_key": f"At most {IDEMPOTENCY_KEY_MAX} characters of text."}
@@ -443,7 +444,7 @@ def review_submit(
             created_at=now,
         )
         if review.counted and locked.review_count >= project.overlap:
-            item_outcome_refresh(item=locked, project=project, now=now)
+            item_outcome_refresh(item=locked, project=project, now=now, candidates=candidates)
     return ReviewResult(review=review, created=True, item=locked)
 
 
