@@ -306,25 +306,30 @@ def queue_lease_release(*, item: Item, expert, now: datetime | None = None) -> b
     return True
 
 
-def queue_record_decision(*, item: Item, expert, counted: bool, now: datetime | None = None):
+def queue_record_decision(
+    *, item: Item, expert, counted: bool, now: datetime | None = None, k: int | None = None
+) -> Item:
     """Turn the expert's lease into a decision; for the feedback app's review services.
 
     Call inside ``transaction.atomic``; locks the item row. ``counted`` is False for a skip:
     the place goes back to the pool and the item is never offered to this expert again.
     A lapsed lease still counts if nobody took its place over. Raises ``LeaseLost`` when the
     place is gone and ``ItemFull`` when the item meanwhile got all its decisions.
-    Returns the item, with its status and counts updated.
+    Returns the item, with its status and counts updated, and ``item.decision_recorded``
+    False when the expert had already decided it (a retry: nothing was changed). ``k`` saves
+    a query when the caller knows the project's overlap.
     """
     now = now or timezone.now()
     item = _lock_item(item.pk)
-    k = _overlap(item.project_id)
+    k = k or _overlap(item.project_id)
     assignments = _assignments(item.pk)
     assignment = _mine(assignments, expert)
     if assignment is None or assignment.state == AssignmentState.RELEASED:
         if item.review_count >= k:
             raise ItemFull("This item already has all the reviews it needs.")
         raise LeaseLost(_LOST)
-    if assignment.state != AssignmentState.LEASED:
+    item.decision_recorded = assignment.state == AssignmentState.LEASED
+    if not item.decision_recorded:
         return item  # already decided: the caller's idempotency handles the rest
     if counted:
         assignment.state = AssignmentState.SUBMITTED

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from curation.models import Candidate, Item, OutcomeRule, Project
@@ -128,25 +128,71 @@ def outcome_decide(
     )
 
 
+_OUTCOME = ItemOutcome._meta.db_table
+_OUTCOME_COLUMNS = (
+    "project_id",
+    "outcome",
+    "source",
+    "final_candidate_id",
+    "final_text",
+    "preferred_candidate_id",
+    "tie",
+    "agreement",
+    "review_count",
+    "decided_by_id",
+    "note",
+)
+
+
+def _outcome_upsert(item_id: int, project_id: int, decision: OutcomeDecision, now) -> None:
+    """Insert or update the item's outcome in one statement, never over an adjudication, and
+    leaving ``decided_at`` alone when nothing changed. (It runs on every completing submit.)"""
+    values = [
+        project_id,
+        decision.outcome,
+        decision.source,
+        decision.final_candidate_id,
+        decision.final_text,
+        decision.preferred_candidate_id,
+        decision.tie,
+        decision.agreement,
+        decision.review_count,
+        None,
+        "",
+    ]
+    distinct = "IS DISTINCT FROM" if connection.vendor == "postgresql" else "IS NOT"
+    columns = ", ".join(_OUTCOME_COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in (*_OUTCOME_COLUMNS, "decided_at"))
+    changed = " OR ".join(f"{_OUTCOME}.{c} {distinct} excluded.{c}" for c in _OUTCOME_COLUMNS)
+    sql = (
+        f"INSERT INTO {_OUTCOME} (item_id, {columns}, decided_at)"  # noqa: S608 (names only)
+        f" VALUES (%s, {', '.join(['%s'] * len(values))}, %s)"
+        f" ON CONFLICT (item_id) DO UPDATE SET {updates}"
+        f" WHERE {_OUTCOME}.source <> 'adjudicated' AND ({changed})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [item_id, *values, connection.ops.adapt_datetimefield_value(now)])
+
+
 def item_outcome_refresh(
     *,
     item: Item,
     project: Project | None = None,
     now: datetime | None = None,
     candidates: list[Candidate] | None = None,
-) -> ItemOutcome | None:
+    reviews: list[Review] | None = None,
+) -> None:
     """Decide (again) the outcome of ``item`` from its reviews and store it.
 
     Call inside ``transaction.atomic`` holding the item's row lock. A manager's adjudication
     is kept as it is; an item that no longer has k counted reviews (k was raised) loses its
-    outcome until it has them again.
+    outcome until it has them again. ``candidates`` and ``reviews`` (all of the item's) save
+    queries when the caller has them.
     """
     now = now or timezone.now()
     project = project or Project.objects.get(pk=item.project_id)
-    current = ItemOutcome.objects.filter(item_id=item.pk).first()
-    if current is not None and current.source == OutcomeSource.ADJUDICATED:
-        return current
-    reviews = list(Review.objects.filter(item_id=item.pk))
+    if reviews is None:
+        reviews = list(Review.objects.filter(item_id=item.pk))
     if candidates is None:
         candidates = list(Candidate.objects.filter(item_id=item.pk))
     decision = outcome_decide(
@@ -156,31 +202,11 @@ def item_outcome_refresh(
         candidates={c.pk: c for c in candidates},
     )
     if decision is None:
-        if current is not None:
-            current.delete()
-        return None
-    values = {
-        "project_id": project.pk,
-        "outcome": decision.outcome,
-        "source": decision.source,
-        "agreement": decision.agreement,
-        "review_count": decision.review_count,
-        "final_candidate_id": decision.final_candidate_id,
-        "final_text": decision.final_text,
-        "preferred_candidate_id": decision.preferred_candidate_id,
-        "tie": decision.tie,
-        "decided_by": None,
-        "note": "",
-    }
-    if current is not None:
-        if all(getattr(current, f) == v for f, v in values.items()):
-            return current
-        for field, value in values.items():
-            setattr(current, field, value)
-        current.decided_at = now
-        current.save()
-        return current
-    return ItemOutcome.objects.create(item_id=item.pk, decided_at=now, **values)
+        ItemOutcome.objects.filter(item_id=item.pk).exclude(
+            source=OutcomeSource.ADJUDICATED
+        ).delete()
+        return
+    _outcome_upsert(item.pk, project.pk, decision, now)
 
 
 def project_outcomes_refresh(*, project: Project) -> int:
