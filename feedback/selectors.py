@@ -11,6 +11,7 @@ from itertools import combinations
 
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from curation.models import Item, Project
 from feedback.models import (
@@ -341,7 +342,7 @@ def item_decisions(*, item: Item) -> QuerySet[Review]:
     """Every decision on the item, side by side for a manager (names included)."""
     return (
         Review.objects.filter(item=item)
-        .select_related("expert", "candidate", "preferred_candidate", "guideline_version")
+        .select_related("expert", "guideline_version")
         .order_by("created_at", "id")
     )
 
@@ -403,11 +404,11 @@ class RatePoint:
 def decision_rates(*, project: Project, days: int = 90) -> list[RatePoint]:
     """Counted decisions per day and per model of the reviewed output (the candidate the
     verdict is about), with accept / correct / reject counts: the drift chart's data."""
-    since = dt.date.today() - dt.timedelta(days=days)
+    since = timezone.localdate() - dt.timedelta(days=days)
     rows = (
         Review.objects.filter(project=project, created_at__date__gte=since)
         .exclude(verdict=Verdict.SKIP)
-        .annotate(day=TruncDate("created_at"))
+        .annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
         .values("day", "candidate__model", "verdict")
         .annotate(n=Count("id"))
     )

@@ -12,11 +12,28 @@ urlpatterns = [
     # ---- review page (expert) ----
     # ---- end review page ----
     # ---- quality pages (managers) ----
+    path("<slug:slug>/quality/", quality.dashboard, name="dashboard"),
+    path("<slug:slug>/adjudication/", quality.adjudication_list, name="adjudication_list"),
+    path("<slug:slug>/adjudication/<int:item_id>/", quality.adjudicate, name="adjudicate"),
+    path("<slug:slug>/items/<int:item_id>/gold/", quality.gold_set, name="gold_set"),
+    path("<slug:slug>/items/<int:item_id>/gold/clear/", quality.gold_clear, name="gold_clear"),
     # ---- end quality pages ----
 ]
 
 api_urlpatterns = [
     # ---- api ----
+    path("items/<int:item_id>/reviews/", api.ItemReviewsApi.as_view(), name="review-list"),
+    path("reviews/<int:review_id>/", api.ReviewDetailApi.as_view(), name="review-detail"),
+    path(
+        "projects/<slug:slug>/agreement/",
+        api.ProjectAgreementApi.as_view(),
+        name="project-agreement",
+    ),
+    path(
+        "items/<int:item_id>/adjudicate/", api.ItemAdjudicateApi.as_view(), name="item-adjudicate"
+    ),
+    path("items/<int:item_id>/outcome/", api.ItemOutcomeApi.as_view(), name="item-outcome"),
+    path("items/<int:item_id>/gold/", api.ItemGoldApi.as_view(), name="item-gold"),
     # ---- end api ----
 ]
 

@@ -310,8 +310,9 @@ def test_item_detail_shows_candidates_and_assignment_history(
     assign(item, experts[1], state="released")
     assign(item, experts[2], state="leased", slot=1, minutes=-1)  # lapsed lease
     c = client_for(personas["manager"])
-    # session, user, item + project, role, candidates, assignments + experts
-    with django_assert_max_num_queries(6):
+    # session, user, item + project, role, candidates, assignments + experts, and from
+    # feedback: outcome + gold, reviews + experts, audit events + actors
+    with django_assert_max_num_queries(9):
         response = c.get(detail_url(item))
     page = response.content.decode()
     for n in range(4):

@@ -342,6 +342,7 @@ SETTINGS_POST = {
     "overlap": "2",
     "lease_minutes": "15",
     "blind": "on",
+    "outcome_rule": "majority",
 }
 
 
@@ -569,6 +570,7 @@ def test_settings_api_read_by_persona(personas, project, api_for, persona, statu
             "overlap": 1,
             "lease_seconds": 600,
             "blind": True,
+            "outcome_rule": "unanimous",
             "updated_at": response.json()["updated_at"],
         }
 
@@ -697,3 +699,25 @@ def test_guidelines_api_enforces_csrf_for_session_users(personas, project):
     response = c.post(api_guidelines_url(project), {"text": "x"}, content_type="application/json")
     assert response.status_code == 403
     assert not GuidelineVersion.objects.filter(project=project).exists()
+
+
+def test_outcome_rule_is_saved_and_a_bad_one_named(project, personas):
+    updated = project_settings_update(project=project, outcome_rule="majority")
+    assert updated.outcome_rule == "majority"
+    project.refresh_from_db()
+    assert project.outcome_rule == "majority"
+    with pytest.raises(ValidationError) as exc:
+        project_settings_update(project=project, outcome_rule="dictator")
+    assert "unanimous, majority" in exc.value.message_dict["outcome_rule"][0]
+
+
+def test_settings_api_sets_the_outcome_rule(personas, project, api_for):
+    response = api_for(personas["manager"]).patch(
+        api_settings_url(project), {"outcome_rule": "majority"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["outcome_rule"] == "majority"
+    response = api_for(personas["manager"]).patch(
+        api_settings_url(project), {"outcome_rule": "nope"}, format="json"
+    )
+    assert response.status_code == 400 and "outcome_rule" in response.json()
