@@ -55,14 +55,25 @@ def get_project_for_user(user, slug: str, *, role: str = Role.EXPERT) -> Project
 
 
 def _scoped_object(model, user, pk, role: str, *, select_related=("project",)):
+    """``model`` row ``pk`` with its project, and the user's role in that project, read in one
+    query (this runs on every item request, the review hot path included)."""
     try:
         pk = int(pk)
     except (TypeError, ValueError):
         raise Http404(f"No such {model._meta.verbose_name}.") from None
-    obj = model.objects.select_related(*select_related).filter(pk=pk).first()
+    rows = model.objects.select_related(*select_related).filter(pk=pk)
+    if user.is_authenticated and not user.is_staff:
+        member_role = Membership.objects.filter(project=OuterRef("project_id"), user=user)
+        rows = rows.annotate(member_role=Subquery(member_role.values("role")[:1]))
+    obj = rows.first()
     if obj is None:
         raise Http404(f"No such {model._meta.verbose_name}.")
-    project_role = user_role(user, obj.project)
+    if not user.is_authenticated:
+        project_role = None
+    elif user.is_staff:
+        project_role = "admin"
+    else:
+        project_role = obj.member_role
     if project_role is None:
         raise Http404(f"No such {model._meta.verbose_name}.")
     require_role(project_role, role)
