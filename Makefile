@@ -30,29 +30,27 @@ DEPLOY_ENV := \
 	REDLINE_CSRF_TRUSTED_ORIGINS=https://redline.example.com \
 	REDLINE_VAR_DIR=$(CURDIR)/var/deploycheck
 
-.PHONY: help install install-train demo test lint format check-deploy services lock clean
+.PHONY: help install demo test lint format check-deploy services lock clean
 
 help:
 	@echo "make demo          install, migrate, seed a demo project, serve on http://127.0.0.1:$(PORT)/"
 	@echo "make test          lint and run the whole test suite on PostgreSQL + Redis"
 	@echo "make check-deploy  Django's deploy checks with production-like settings"
-	@echo "make install-train add torch/transformers/peft/trl (CPU torch on this machine)"
 	@echo "make lock          re-pin requirements.lock from the current .venv"
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	@# torch first, from this machine's CPU build, so nothing pulls a multi-GB CUDA build; the
+	@# training extras (transformers, peft, trl, datasets) are part of every install: the
+	@# dataset and training tests feed real trl trainers.
+	$(BIN)/python -m pip install -q -c requirements.lock torch
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev,train]'
 	npm ci --no-audit --no-fund --loglevel=error
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 install: $(STAMP)
-
-# torch first, from this machine's local CPU build, so nothing pulls a CUDA build.
-install-train: $(STAMP)
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev,train]'
 
 demo: export REDLINE_DEBUG = 1
 demo: $(STAMP)
