@@ -10,6 +10,15 @@ app_name = "feedback"
 
 urlpatterns = [
     # ---- review page (expert) ----
+    path("<slug:slug>/review/", review.review_page, name="review"),
+    path("<slug:slug>/review/decisions/", review.review_decisions, name="review_decisions"),
+    path(
+        "<slug:slug>/review/decisions/<int:review_id>/",
+        review.review_decision,
+        name="review_decision",
+    ),
+    path("<slug:slug>/review/<int:item_id>/", review.review_submit_view, name="review_submit"),
+    path("<slug:slug>/review/<int:item_id>/renew/", review.review_renew, name="review_renew"),
     # ---- end review page ----
     # ---- quality pages (managers) ----
     path("<slug:slug>/quality/", quality.dashboard, name="dashboard"),

@@ -31,7 +31,8 @@ def queue_start(request, slug: str):
     project = get_project_for_user(request.user, slug)
     if queue_claim_next(project=project, expert=request.user) is None:
         messages.info(request, "Nothing is left for you in this project. Thank you!")
-    return redirect("curation:queue", slug=project.slug)
+        return redirect("curation:queue", slug=project.slug)
+    return redirect("feedback:review", slug=project.slug)
 
 
 @login_required

@@ -106,7 +106,8 @@ def test_start_claims_and_the_page_shows_my_item_escaped(personas, project, item
     url = reverse("curation:queue", args=[project.slug])
     assert b'data-count="left">2<' in c.get(url).content
     response = c.post(reverse("curation:queue_start", args=[project.slug]), follow=True)
-    html = response.content.decode()
+    assert response.redirect_chain[-1][0] == reverse("feedback:review", args=[project.slug])
+    html = c.get(url).content.decode()
     assert "Your current item: a" in html
     assert "&lt;script&gt;x()&lt;/script&gt;" in html and "<script>x()" not in html
     assert "&lt;b&gt;Refund?&lt;/b&gt;" in html
