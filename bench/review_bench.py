@@ -142,7 +142,9 @@ def integrity(project: Project) -> tuple[int, int, int]:
 async def login(port: int, username: str, password: str) -> Http:
     http = Http(port)
     status, _, body = await http.request("GET", "/accounts/login/")
-    token = CSRF_INPUT.search(body).group(1).decode()
+    match = CSRF_INPUT.search(body)
+    assert status == 200 and match, (status, body[:300])
+    token = match.group(1).decode()
     form = urlencode({"username": username, "password": password, "csrfmiddlewaretoken": token})
     status, _, _ = await http.request(
         "POST",
@@ -168,11 +170,15 @@ def form_fields(body: bytes) -> tuple[str, dict]:
     return match.group(1).decode().replace("&amp;", "&"), fields
 
 
-async def review_page(port: int, project: Project, samples: int) -> dict:
+def page_user() -> str:
     user = get_user_model().objects.get(username="bench-expert-0")
     user.set_password("bench-password")
     user.save(update_fields=["password"])
-    http = await login(port, user.username, "bench-password")
+    return user.username
+
+
+async def review_page(port: int, project: Project, samples: int, username: str) -> dict:
+    http = await login(port, username, "bench-password")
     page = f"/projects/{project.slug}/review/"
     full, submit, sizes, first_sizes = [], [], [], []
     for _ in range(20):  # warm up
@@ -258,15 +264,23 @@ def main() -> None:
     args = parser.parse_args()
     print("Redline review benchmark", time.strftime("%Y-%m-%d %H:%M"), f"on {os.cpu_count()} cores")
     call_command("migrate", verbosity=0)
+    call_command("collectstatic", interactive=False, verbosity=0)  # pages use hashed static
     port = cb.free_port()
     server = cb.start_server(port)
     try:
         project, users = prepare(args.items)
         print(f"\n{args.items:,} items, one expert, server time p50 / p95 / p99 (ms):")
+        from feedback.models import Review
+
+        before = Review.objects.filter(project=project).count()
         result = (
             {"full": [], "submit": [], "sizes": [], "first": []}
             if args.skip_page
-            else asyncio.run(review_page(port, project, args.samples))
+            else asyncio.run(review_page(port, project, args.samples, page_user()))
+        )
+        recorded = Review.objects.filter(project=project).count() - before
+        assert recorded == len(result["submit"]), (
+            f"{recorded} reviews for {len(result['submit'])} submits"
         )
         if not args.skip_page:
             print(f"  review page (full GET)          {fmt(result['full'])}")
