@@ -6,8 +6,9 @@
 For each project size and number of concurrent experts it prints p50/p95/p99 of the claim
 request beside a trivial authenticated GET (`GET /api/v1/projects/{slug}/`) measured in the
 same run at the same concurrency, and the ratio of the two p95s. Each expert loops: claim →
-decide (the decision is recorded through `queue_record_decision` in a helper process; the review
-API replaces that step once it exists) → claim the next. A last scenario runs the claim → decide
+decide (the decision is recorded through `queue_record_decision` in a helper process, so this
+measures the queue alone; bench/review_bench.py measures the real submit-then-next over HTTP)
+→ claim the next. A last scenario runs the claim → decide
 loop with 32 experts on a 100k-item project and prints decisions per second. After every
 scenario, SQL checks that no item was held by more than k experts and no expert got an item
 twice. The claim query's plan (EXPLAIN ANALYZE on the 1M project) is printed too.
