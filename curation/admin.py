@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from curation.models import Membership, Project
+from curation.models import Membership, ProductionOutput, Project
 
 
 class MembershipInline(admin.TabularInline):
@@ -29,3 +29,27 @@ class MembershipAdmin(admin.ModelAdmin):
     list_filter = ["role", "project"]
     search_fields = ["user__username", "project__name"]
     autocomplete_fields = ["user", "project"]
+
+
+@admin.register(ProductionOutput)
+class ProductionOutputAdmin(admin.ModelAdmin):
+    """Read-only: records arrive through the ingestion API and are kept as sent."""
+
+    list_display = [
+        "project",
+        "client_id",
+        "model",
+        "adapter",
+        "confidence",
+        "sampled",
+        "received_at",
+    ]
+    list_filter = ["project", "sampled"]
+    search_fields = ["client_id", "model"]
+    raw_id_fields = ["item"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -54,6 +54,20 @@ class ProjectSettingsForm(forms.Form):
         choices=OutcomeRule.choices,
         help_text="How k reviews of an item become its final decision.",
     )
+    ingest_sample_percent = forms.DecimalField(
+        label="Production outputs sampled into the queue (%)",
+        min_value=0,
+        max_value=100,
+        decimal_places=2,
+        required=False,  # left out: unchanged
+        help_text="Every record posted to the ingestion API is kept for monitoring; this "
+        "share of them becomes items to review.",
+    )
+    ingest_low_confidence_first = forms.BooleanField(
+        label="Least confident first",
+        required=False,
+        help_text="Sampled records that carry a confidence score are queued lowest first.",
+    )
 
     @classmethod
     def initial_for(cls, project) -> dict:
@@ -66,6 +80,8 @@ class ProjectSettingsForm(forms.Form):
             "lease_minutes": max(1, round(project.lease_seconds / 60)),
             "blind": project.blind,
             "outcome_rule": project.outcome_rule,
+            "ingest_sample_percent": round(project.ingest_sample_fraction * 100, 2),
+            "ingest_low_confidence_first": project.ingest_low_confidence_first,
         }
 
     def clean_label_schema(self):
@@ -81,14 +97,18 @@ class ProjectSettingsForm(forms.Form):
 
     def service_arguments(self) -> dict:
         data = self.cleaned_data
-        return {
+        arguments = {
             "review_modes": data["review_modes"],
             "label_schema": data["label_schema"],
             "overlap": data["overlap"],
             "lease_seconds": data["lease_minutes"] * 60,
             "blind": data["blind"],
             "outcome_rule": data["outcome_rule"],
+            "ingest_low_confidence_first": data["ingest_low_confidence_first"],
         }
+        if data.get("ingest_sample_percent") is not None:
+            arguments["ingest_sample_fraction"] = float(data["ingest_sample_percent"]) / 100
+        return arguments
 
 
 class GuidelineForm(forms.Form):

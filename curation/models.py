@@ -50,6 +50,10 @@ class Project(models.Model):
     outcome_rule = models.CharField(
         max_length=16, choices=OutcomeRule.choices, default=OutcomeRule.UNANIMOUS
     )
+    # Ingestion from production (curation.services.ingest): the share of new records that
+    # become queue items, and whether a given confidence score orders them (lowest first).
+    ingest_sample_fraction = models.FloatField(default=0.1)
+    ingest_low_confidence_first = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["name"]
@@ -59,6 +63,10 @@ class Project(models.Model):
             ),
             models.CheckConstraint(
                 condition=models.Q(lease_seconds__gte=30), name="project_lease_min"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(ingest_sample_fraction__gte=0, ingest_sample_fraction__lte=1),
+                name="project_ingest_fraction_range",
             ),
         ]
 
@@ -298,3 +306,50 @@ class ImportJob(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED)
+
+
+class ProductionOutput(models.Model):
+    """One answer a production model gave, posted to the ingestion API.
+
+    Every record is kept (monitoring counts volume per model version from these rows); a
+    stable sample of them becomes queue items (``item``, source ``production``). Idempotent
+    per client-supplied id: ``(project, client_id)`` is unique and a repeat is skipped.
+    """
+
+    # No index of its own: productionoutput_unique_client_id (project, client_id) starts with it.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="production_outputs", db_index=False
+    )
+    client_id = models.CharField(max_length=200)
+    prompt = models.TextField(blank=True)
+    messages = models.JSONField(null=True, blank=True)
+    output = models.TextField()
+    model = models.CharField(max_length=200, blank=True)
+    adapter = models.CharField(max_length=200, blank=True)
+    confidence = models.FloatField(null=True, blank=True)  # 0..1, higher is surer
+    metadata = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField()
+    sampled = models.BooleanField(default=False)
+    # The queue item the record became when sampled.
+    item = models.ForeignKey(
+        Item, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "client_id"], name="productionoutput_unique_client_id"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(confidence__isnull=True)
+                | models.Q(confidence__gte=0, confidence__lte=1),
+                name="productionoutput_confidence_range",
+            ),
+        ]
+        indexes = [
+            # Volume per window: a project's records by time.
+            models.Index(fields=["project", "received_at"], name="productionoutput_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id}:{self.client_id}"

@@ -82,6 +82,8 @@ class ProjectSettingsOutputSerializer(serializers.ModelSerializer):
             "lease_seconds",
             "blind",
             "outcome_rule",
+            "ingest_sample_fraction",
+            "ingest_low_confidence_first",
             "updated_at",
         ]
         read_only_fields = fields
@@ -98,6 +100,12 @@ class ProjectSettingsInputSerializer(serializers.Serializer):
     lease_seconds = serializers.IntegerField(required=False, help_text="60..86400 seconds.")
     blind = serializers.BooleanField(required=False)
     outcome_rule = serializers.ChoiceField(choices=OutcomeRule.choices, required=False)
+    ingest_sample_fraction = serializers.FloatField(
+        required=False, help_text="Share of new production records sampled into the queue, 0..1."
+    )
+    ingest_low_confidence_first = serializers.BooleanField(
+        required=False, help_text="Queue sampled records least confident first."
+    )
 
 
 class GuidelineVersionSummarySerializer(serializers.ModelSerializer):

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from curation.api import imports as imports_api
+from curation.api import ingest as ingest_api
 from curation.api import items as items_api
 from curation.api import projects as projects_api
 from curation.api import queue as queue_api
@@ -68,4 +69,9 @@ api_urlpatterns = [
         name="project-imports",
     ),
     path("imports/<int:import_id>/", imports_api.ImportDetailApi.as_view(), name="import-detail"),
+    path(
+        "projects/<slug:slug>/outputs/",
+        ingest_api.ProductionOutputsApi.as_view(),
+        name="production-outputs",
+    ),
 ]

@@ -1,6 +1,14 @@
 from django.contrib import admin
 
-from feedback.models import AuditEvent, GoldAnswer, ItemOutcome, Review, ReviewRevision
+from feedback.models import (
+    AlertWebhook,
+    AuditEvent,
+    DriftAlert,
+    GoldAnswer,
+    ItemOutcome,
+    Review,
+    ReviewRevision,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -51,3 +59,17 @@ class GoldAnswerAdmin(ReadOnlyAdmin):
 class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "project", "actor", "action", "item", "review"]
     list_filter = ["action", "project"]
+
+
+@admin.register(DriftAlert)
+class DriftAlertAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "project", "model", "metric", "delivered_at", "delivery_error"]
+    list_filter = ["metric", "project"]
+
+
+@admin.register(AlertWebhook)
+class AlertWebhookAdmin(ReadOnlyAdmin):
+    """Set on the project's monitoring page, which generates the secret; never shown here."""
+
+    list_display = ["project", "url"]
+    exclude = ["secret"]

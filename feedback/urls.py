@@ -3,8 +3,8 @@ join /api/v1/ (namespace ``api``)."""
 
 from django.urls import path
 
-from feedback import api
-from feedback.views import quality, review
+from feedback import api, api_monitoring
+from feedback.views import monitoring, quality, review
 
 app_name = "feedback"
 
@@ -26,6 +26,12 @@ urlpatterns = [
     path("<slug:slug>/adjudication/<int:item_id>/", quality.adjudicate, name="adjudicate"),
     path("<slug:slug>/items/<int:item_id>/gold/", quality.gold_set, name="gold_set"),
     path("<slug:slug>/items/<int:item_id>/gold/clear/", quality.gold_clear, name="gold_clear"),
+    path("<slug:slug>/monitoring/", monitoring.monitoring_page, name="monitoring"),
+    path(
+        "<slug:slug>/monitoring/webhook/",
+        monitoring.monitoring_webhook,
+        name="monitoring_webhook",
+    ),
     # ---- end quality pages ----
 ]
 
@@ -43,7 +49,17 @@ api_urlpatterns = [
     ),
     path("items/<int:item_id>/outcome/", api.ItemOutcomeApi.as_view(), name="item-outcome"),
     path("items/<int:item_id>/gold/", api.ItemGoldApi.as_view(), name="item-gold"),
+    path(
+        "projects/<slug:slug>/monitoring/",
+        api_monitoring.ProjectMonitoringApi.as_view(),
+        name="project-monitoring",
+    ),
+    path(
+        "projects/<slug:slug>/alerts/",
+        api_monitoring.ProjectAlertsApi.as_view(),
+        name="project-alerts",
+    ),
     # ---- end api ----
 ]
 
-__all__ = ["api", "quality", "review"]
+__all__ = ["api", "api_monitoring", "monitoring", "quality", "review"]

@@ -99,6 +99,9 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
+# Drift-alert webhooks refuse private and loopback addresses unless this is on (a webhook URL
+# is set by project managers: without the check it could probe the internal network).
+REDLINE_WEBHOOK_ALLOW_PRIVATE = env_bool("REDLINE_WEBHOOK_ALLOW_PRIVATE", False)
 if env_bool("REDLINE_SERVER_TIMING", False):
     MIDDLEWARE.insert(0, "redline.lib.timing.ServerTimingMiddleware")
 
@@ -271,6 +274,7 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "queue-sweep-lapsed": {"task": "curation.queue_sweep_lapsed", "schedule": 60.0},
+    "feedback-drift-check": {"task": "feedback.drift_check", "schedule": 3600.0},
 }
 
 # --- Logging ------------------------------------------------------------------------------

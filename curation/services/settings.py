@@ -7,6 +7,7 @@ the label schema, the question.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -194,6 +195,8 @@ def project_settings_update(
     lease_seconds: int = _UNSET,
     blind: bool = _UNSET,
     outcome_rule: str = _UNSET,
+    ingest_sample_fraction: float = _UNSET,
+    ingest_low_confidence_first: bool = _UNSET,
 ) -> Project:
     """Validate and save a project's review settings; arguments left out keep their value.
 
@@ -209,7 +212,11 @@ def project_settings_update(
     - ``lease_seconds``: one minute to 24 hours;
     - ``blind``: a boolean;
     - ``outcome_rule``: ``unanimous`` or ``majority``; items already decided are re-decided
-      under the new rule (adjudicated ones keep the manager's decision).
+      under the new rule (adjudicated ones keep the manager's decision);
+    - ``ingest_sample_fraction``: the share (0..1) of new production records that become
+      queue items (``curation.services.ingest``);
+    - ``ingest_low_confidence_first``: a boolean; sampled records with a confidence score are
+      queued least confident first.
     """
     locked = Project.objects.select_for_update().get(pk=project.pk)
     errors: dict[str, list[str]] = {}
@@ -272,6 +279,30 @@ def project_settings_update(
         else:
             new_rule = outcome_rule
 
+    new_fraction = locked.ingest_sample_fraction
+    if ingest_sample_fraction is not _UNSET:
+        value = ingest_sample_fraction
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not 0 <= value <= 1
+        ):
+            errors.setdefault("ingest_sample_fraction", []).append(
+                "The sampling fraction must be a number from 0 to 1 (0.1 samples one in ten)."
+            )
+        else:
+            new_fraction = float(value)
+
+    new_low_first = locked.ingest_low_confidence_first
+    if ingest_low_confidence_first is not _UNSET:
+        if not isinstance(ingest_low_confidence_first, bool):
+            errors.setdefault("ingest_low_confidence_first", []).append(
+                "Low-confidence-first must be true or false."
+            )
+        else:
+            new_low_first = ingest_low_confidence_first
+
     if errors:
         raise ValidationError(errors)
 
@@ -283,6 +314,8 @@ def project_settings_update(
     locked.overlap = new_overlap
     locked.lease_seconds = new_lease
     locked.blind = new_blind
+    locked.ingest_sample_fraction = new_fraction
+    locked.ingest_low_confidence_first = new_low_first
     locked.save(
         update_fields=[
             "review_modes",
@@ -291,6 +324,8 @@ def project_settings_update(
             "lease_seconds",
             "blind",
             "outcome_rule",
+            "ingest_sample_fraction",
+            "ingest_low_confidence_first",
             "updated_at",
         ]
     )
@@ -308,6 +343,8 @@ def project_settings_update(
         "lease_seconds",
         "blind",
         "outcome_rule",
+        "ingest_sample_fraction",
+        "ingest_low_confidence_first",
     ):
         setattr(project, field, getattr(locked, field))
     project.updated_at = locked.updated_at

@@ -18,7 +18,7 @@ from curation.services import settings as services
 from redline.lib.markdown import render_markdown
 
 # Service errors keyed by a model field; the form names one of them differently.
-_FORM_FIELD = {"lease_seconds": "lease_minutes"}
+_FORM_FIELD = {"lease_seconds": "lease_minutes", "ingest_sample_fraction": "ingest_sample_percent"}
 
 
 def _add_service_errors(form, exc: ValidationError) -> None:

@@ -21,9 +21,11 @@ from curation.views.items import item_detail_render
 from feedback import selectors, services
 from feedback.forms_quality import AdjudicationForm, GoldForm
 from feedback.models import ItemOutcome, Outcome
+from feedback.monitoring import alerts_recent
 from redline.lib.pagination import paginate_without_count
 
 ADJUDICATION_PER_PAGE = 50
+DASHBOARD_ALERTS = 5
 
 
 def _managed_item(request, slug: str, item_id: int):
@@ -50,6 +52,7 @@ def dashboard(request, slug: str):
         "agreement": selectors.agreement_report(project=project),
         "rates": selectors.decision_rates(project=project),
         "experts": selectors.expert_table(project=project),
+        "alerts": list(alerts_recent(project=project)[:DASHBOARD_ALERTS]),
     }
     return render(request, "feedback/dashboard.html", context)
 

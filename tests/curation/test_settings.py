@@ -571,6 +571,8 @@ def test_settings_api_read_by_persona(personas, project, api_for, persona, statu
             "lease_seconds": 600,
             "blind": True,
             "outcome_rule": "unanimous",
+            "ingest_sample_fraction": 0.1,
+            "ingest_low_confidence_first": True,
             "updated_at": response.json()["updated_at"],
         }
 
