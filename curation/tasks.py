@@ -21,3 +21,9 @@ def queue_sweep_lapsed_task() -> int:
     from curation.services.queue import queue_sweep_lapsed
 
     return queue_sweep_lapsed()
+
+
+@shared_task(name="curation.import_sweep_orphaned", acks_late=True, ignore_result=True)
+def import_sweep_orphaned_task() -> int:
+    """Fail imports whose worker died mid-run, so they never look stuck (beat)."""
+    return imports.import_jobs_fail_orphaned()

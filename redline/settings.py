@@ -274,6 +274,7 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "queue-sweep-lapsed": {"task": "curation.queue_sweep_lapsed", "schedule": 60.0},
+    "import-sweep-orphaned": {"task": "curation.import_sweep_orphaned", "schedule": 300.0},
     "feedback-drift-check": {"task": "feedback.drift_check", "schedule": 3600.0},
 }
 

@@ -33,6 +33,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -1008,13 +1009,88 @@ def import_job_run(*, job_id: int, items: Iterable[Any] | None = None) -> Import
     if not claimed:
         return None
     job = ImportJob.objects.select_related("project").get(pk=job_id)
-    try:
-        _run(job, items)
-    except Exception as exc:
-        logger.exception("Import job %s failed", job.pk)
-        _finish_failed(job, message=f"The import failed and nothing was imported: {exc}")
+    with _running_lock(job.pk):
+        try:
+            _run(job, items)
+        except Exception as exc:
+            logger.exception("Import job %s failed", job.pk)
+            _finish_failed(job, message=f"The import failed and nothing was imported: {exc}")
     job.refresh_from_db()
     return job
+
+
+# Advisory-lock namespace for running imports ("RDLI"): the running job's database session
+# holds (IMPORT_LOCK_CLASS, job id) while it works. PostgreSQL releases it when that session
+# ends for any reason, so a job in a running state whose lock is free has lost its worker.
+IMPORT_LOCK_CLASS = 0x52444C49
+ORPHAN_GRACE = timedelta(minutes=1)  # between the claim and taking the lock
+SQLITE_ORPHAN_AFTER = timedelta(hours=6)  # the demo has no advisory locks: go by age
+_ORPHAN_MESSAGE = (
+    "The worker running this import stopped before it finished (it was killed or lost its "
+    "database connection); nothing was imported. Upload the file again."
+)
+
+
+@contextlib.contextmanager
+def _running_lock(job_id: int):
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [IMPORT_LOCK_CLASS, job_id])
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [IMPORT_LOCK_CLASS, job_id])
+        except Exception:  # the session is gone, and its locks with it
+            logger.warning("Could not release the advisory lock of import %s", job_id)
+
+
+def import_jobs_fail_orphaned(*, now=None) -> int:
+    """Mark FAILED the imports whose worker died mid-run (beat, every few minutes), and remove
+    their uploaded files. Nothing of such a job was imported: the insert is one transaction.
+
+    On PostgreSQL a job is orphaned when nobody holds its advisory lock (see
+    ``IMPORT_LOCK_CLASS``); on SQLite, when it has been running for ``SQLITE_ORPHAN_AFTER``.
+    Returns how many jobs were failed.
+    """
+    now = now or timezone.now()
+    running = list(
+        ImportJob.objects.filter(
+            status__in=[ImportStatus.VALIDATING, ImportStatus.IMPORTING],
+            started_at__lte=now - ORPHAN_GRACE,
+        )
+    )
+    failed = 0
+    for job in running:
+        if connection.vendor != "postgresql":
+            if job.started_at <= now - SQLITE_ORPHAN_AFTER:
+                failed += _fail_orphan(job, now)
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [IMPORT_LOCK_CLASS, job.pk])
+            (free,) = cursor.fetchone()
+        if not free:
+            continue  # its worker is alive and working
+        try:
+            failed += _fail_orphan(job, now)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [IMPORT_LOCK_CLASS, job.pk])
+    return failed
+
+
+def _fail_orphan(job: ImportJob, now) -> int:
+    changed = ImportJob.objects.filter(
+        pk=job.pk, status__in=[ImportStatus.VALIDATING, ImportStatus.IMPORTING]
+    ).update(status=ImportStatus.FAILED, finished_at=now, message=_ORPHAN_MESSAGE)
+    if changed and job.path and _job_file(job).parent == imports_dir():
+        _job_file(job).unlink(missing_ok=True)
+    if changed:
+        logger.warning("Import job %s lost its worker; marked failed", job.pk)
+    return changed
 
 
 @transaction.atomic
