@@ -8,11 +8,13 @@ from rest_framework.authtoken.views import obtain_auth_token
 from curation.urls import api_urlpatterns as curation_api
 from feedback.urls import api_urlpatterns as feedback_api
 from redline.lib.health import healthz
+from training.urls import api_urlpatterns as training_api
 
 api_v1 = [
     path("auth/token/", obtain_auth_token, name="auth-token"),
     *curation_api,
     *feedback_api,
+    *training_api,
 ]
 
 urlpatterns = [
@@ -22,6 +24,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("projects/", include("curation.urls")),
     path("projects/", include("feedback.urls")),
+    path("projects/", include("training.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
