@@ -108,6 +108,10 @@ class SelectionSummary:
 
 def selection_summary(*, project: Project, filters: dict[str, Any]) -> SelectionSummary:
     """Counts for the build form's live count and the empty-selection check (one query)."""
+    if connection.vendor != "postgresql":  # the SQLite demo: the same counts through the ORM
+        from training.services.sources import portable_selection_summary
+
+        return portable_selection_summary(project=project, filters=filters)
     where, params = selection_where(project=project, filters=filters)
     sql = f"""
         SELECT count(*),

@@ -11,15 +11,17 @@ requests racing) and the build is queued on the ``datasets`` queue after commit.
 
 1. Compare-and-set QUEUED → RUNNING (or retake a RUNNING build whose heartbeat went stale:
    its worker died). Anything else returns at once.
-2. In one REPEATABLE READ transaction (one snapshot for the count, the format and the rows),
-   ``COPY (SELECT …) TO STDOUT`` streams the selected decisions in item id order. Each
+2. In one snapshot of the database (one transaction: REPEATABLE READ on PostgreSQL, a
+   deferred read transaction on SQLite) the selected decisions are read in item id order
+   from the *decision source* (``sources``): ``COPY (SELECT …) TO STDOUT`` on PostgreSQL,
+   the ORM in pages elsewhere (the SQLite demo); both give the same decisions. Each
    decision goes through ``mapping`` into rows, written by ``writer`` into a temporary
    directory beside the final one; each row's 16-byte hash goes to a spool file. Python
-   holds one decision at a time (and a few buffers of fixed size).
-3. The spooled hashes are copied into a TEMP table and PostgreSQL sorts them: each kind's
-   sorted distinct hashes go to ``rowhashes/<kind>.bin`` (for comparisons), and duplicate
-   rows (same kind, identical JSON line) are dropped from the files that have any, keeping
-   the first.
+   holds one decision (or one page of them) at a time, and a few buffers of fixed size.
+3. The source sorts the spooled hashes (PostgreSQL in a TEMP table; elsewhere a scratch
+   SQLite file, sorted on disk): each kind's sorted distinct hashes go to
+   ``rowhashes/<kind>.bin`` (for comparisons), and duplicate rows (same kind, identical
+   JSON line) are dropped from the files that have any, keeping the first.
 4. The manifest is written, the directory moved into place with one ``os.replace``, and the
    row marked SUCCEEDED (compare-and-set again). Any failure removes the files and marks
    the row FAILED with the error: no partial version is ever visible.
@@ -30,6 +32,7 @@ so the page sees it while the build's transaction is open.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import itertools
@@ -64,6 +67,7 @@ from training.services.mapping import (
     split_of,
 )
 from training.services.params import params_clean
+from training.services.sources import HashIndex, decision_source, selection_summary
 from training.services.writer import DatasetWriter
 
 logger = logging.getLogger(__name__)
@@ -94,16 +98,6 @@ def request_fingerprint(*, project: Project, params: dict[str, Any], state: list
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def _require_postgresql() -> None:
-    if connection.vendor != "postgresql":
-        raise ValidationError(
-            {
-                "__all__": "Dataset builds stream from PostgreSQL; this database is "
-                f"{connection.vendor}."
-            }
-        )
-
-
 # ---- Request ---------------------------------------------------------------------------------------
 
 
@@ -121,9 +115,8 @@ def dataset_version_request(
     """
     from training.tasks import dataset_build_task
 
-    _require_postgresql()
     clean = params_clean(project=project, raw=params)
-    summary = selectors.selection_summary(project=project, filters=clean["filters"])
+    summary = selection_summary(project=project, filters=clean["filters"])
     if summary.empty:
         raise ValidationError(
             {"filters": "No final decisions match these filters: there is nothing to build."}
@@ -265,7 +258,6 @@ def dataset_version_build(*, version_id: int) -> DatasetVersion | None:
     do. Must not run inside a transaction in production: its snapshot and the progress
     updates need their own (tests may call it inside one; progress is then not written).
     """
-    _require_postgresql()
     version = _claim(version_id)
     if version is None:
         return None
@@ -324,8 +316,10 @@ def dataset_version_build(*, version_id: int) -> DatasetVersion | None:
 
 
 def _decision(row: tuple) -> Decision:
-    """A row of ``selectors.decision_stream_sql`` as a ``Decision`` (chats parsed: jsonb
-    arrives as text)."""
+    """A row of the decision source as a ``Decision``: the portable source's are already;
+    a COPY row (``selectors.decision_stream_sql``) has its chat as text (jsonb)."""
+    if type(row) is Decision:
+        return row
     d = Decision._make(row)
     if d.messages is None:
         return d
@@ -337,14 +331,11 @@ def _build_files(version: DatasetVersion, work: Path, progress: _Progress) -> di
     params = version.params
     filters, options = params["filters"], params["options"]
     kinds = frozenset(params["kinds"])
-    own_transaction = not connection.in_atomic_block
-    table = f"training_rowhash_{version.pk}"
+    source = decision_source(project=version.project, filters=filters, name=str(version.pk))
     writer = DatasetWriter(work, params["kinds"], spool=work / "rowhashes.copy")
     items = 0
-    with transaction.atomic(), connection.cursor() as cursor:
-        if own_transaction:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        summary = selectors.selection_summary(project=version.project, filters=filters)
+    with source.snapshot():
+        summary = source.summary()
         if summary.empty:
             raise BuildRefused(
                 "No final decisions match these filters any more: nothing was built."
@@ -357,13 +348,9 @@ def _build_files(version: DatasetVersion, work: Path, progress: _Progress) -> di
             params["seed"],
             params["eval_fraction"],
         )
-        sql, sql_params = selectors.decision_stream_sql(project=version.project, filters=filters)
         try:
-            # COPY streams rows as PostgreSQL produces them (no round trip per chunk), so the
-            # server computes the next rows while these are written.
-            with cursor.cursor.copy(f"COPY ({sql}) TO STDOUT", sql_params) as stream:
-                stream.set_types(selectors.DECISION_TYPES)
-                for row in stream.rows():
+            with contextlib.closing(source.rows()) as stream:
+                for row in stream:
                     d = _decision(row)
                     texts = decision_texts(d, min_edit_chars=min_edit)
                     split = split_of(
@@ -380,16 +367,10 @@ def _build_files(version: DatasetVersion, work: Path, progress: _Progress) -> di
                         progress("writing rows", items)
             writer.close()
             progress("deduplicating", items, force=True)
-            cursor.execute(
-                f"CREATE TEMP TABLE {table} (kind smallint, split smallint, row_no integer,"
-                " h bytea)"
-            )
-            _load_hashes(cursor, table, writer.spool_path, expected=writer.rows_total)
-            dropped = _hash_files_and_dedup(
-                table, writer, work, params["kinds"], dedup=options["dedup"]
-            )
-            # On failure the rollback drops the table with everything else.
-            cursor.execute(f"DROP TABLE {table}")
+            with source.sorted_hashes(writer.spool_path, expected=writer.rows_total) as index:
+                dropped = _hash_files_and_dedup(
+                    index, writer, work, params["kinds"], dedup=options["dedup"]
+                )
         finally:
             writer.close()
             writer.spool_path.unlink(missing_ok=True)
@@ -426,20 +407,8 @@ def _build_files(version: DatasetVersion, work: Path, progress: _Progress) -> di
     }
 
 
-def _load_hashes(cursor, table: str, spool: Path, *, expected: int) -> None:
-    """Copy the spooled row hashes (a binary COPY stream) into the TEMP table, and check
-    that every row written has its hash there."""
-    copy_sql = f"COPY {table} (kind, split, row_no, h) FROM STDIN (FORMAT BINARY)"
-    raw = cursor.cursor
-    with open(spool, "rb") as f, raw.copy(copy_sql) as copy:
-        while block := f.read(1024 * 1024):
-            copy.write(block)
-    if raw.rowcount != expected:
-        raise RuntimeError(f"{raw.rowcount} row hashes loaded for {expected} rows written.")
-
-
 def _hash_files_and_dedup(
-    table: str, writer: DatasetWriter, work: Path, kinds: list[str], *, dedup: bool
+    index: HashIndex, writer: DatasetWriter, work: Path, kinds: list[str], *, dedup: bool
 ) -> dict[str, int]:
     """Write each kind's sorted distinct row hashes; drop duplicate rows (keeping the first
     in file order) when ``dedup``. Returns rows dropped per kind."""
@@ -449,36 +418,20 @@ def _hash_files_and_dedup(
     duplicates = 0
     files = {KINDS.index(k): open(hashes_dir / f"{k}.bin", "wb") for k in kinds}  # noqa: SIM115
     try:
-        with connection.chunked_cursor() as cursor:
-            cursor.execute(
-                f"SELECT kind, h, count(*) FROM {table} GROUP BY kind, h ORDER BY kind, h"  # noqa: S608
-            )
-            while rows := cursor.fetchmany(10_000):
-                for kind, digest, count in rows:
-                    files[kind].write(bytes(digest))
-                    duplicates += count - 1
+        for kind, digest, count in index.distinct():
+            files[kind].write(bytes(digest))
+            duplicates += count - 1
     finally:
         for f in files.values():
             f.close()
     if not dedup or not duplicates:
         return dropped
-    with connection.chunked_cursor() as cursor:
-        cursor.execute(
-            f"""SELECT kind, split, row_no FROM (
-                SELECT kind, split, row_no,
-                    row_number() OVER (PARTITION BY kind, h ORDER BY split, row_no) AS n
-                FROM {table}) x
-            WHERE n > 1 ORDER BY kind, split, row_no"""  # noqa: S608 (table name from an id)
-        )
-
-        def stream():
-            while rows := cursor.fetchmany(10_000):
-                yield from rows
-
-        for (kind_index, split_index), group in itertools.groupby(stream(), key=lambda r: r[:2]):
-            kind = KINDS[kind_index]
-            out = writer.outputs[(kind, ("train", "eval")[split_index])]
-            dropped[kind] += out.drop_rows(row_no for _, _, row_no in group)
+    for (kind_index, split_index), group in itertools.groupby(
+        index.duplicates(), key=lambda r: r[:2]
+    ):
+        kind = KINDS[kind_index]
+        out = writer.outputs[(kind, ("train", "eval")[split_index])]
+        dropped[kind] += out.drop_rows(row_no for _, _, row_no in group)
     return dropped
 
 

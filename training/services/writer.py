@@ -4,7 +4,8 @@ build's deduplication and for comparisons between versions.
 
 Lines are buffered and written in blocks, so the cost per row is an encode, a blake2b and a
 few appends. Nothing here talks to the database: the build hands the spooled row hashes to
-PostgreSQL, which finds duplicates and sorts them (``training.services.datasets``).
+the decision source, which sorts them and finds duplicates (PostgreSQL loads the spool as it
+is; the portable source reads it with ``read_spool``; see ``training.services.sources``).
 """
 
 from __future__ import annotations
@@ -158,6 +159,23 @@ COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 COPY_TRAILER = struct.pack(">h", -1)
 _HASH_RECORD = struct.Struct(">hihihiii16s")
 SPOOL_FLUSH_BYTES = 1024 * 1024
+
+
+def read_spool(path: Path) -> Iterator[tuple[int, int, int, bytes]]:
+    """The records of a closed spool: ``(kind, split, row_no, hash)``, in the order written,
+    read in blocks."""
+    size = _HASH_RECORD.size
+    body = os.path.getsize(path) - len(COPY_SIGNATURE) - len(COPY_TRAILER)
+    with open(path, "rb") as f:
+        if body < 0 or body % size or f.read(len(COPY_SIGNATURE)) != COPY_SIGNATURE:
+            raise ValueError(f"{path} is not a complete row hash spool.")
+        while body:
+            block = f.read(min(body, size * 16384))
+            body -= len(block)
+            for record in _HASH_RECORD.iter_unpack(block):
+                yield record[2], record[4], record[6], record[8]
+        if f.read() != COPY_TRAILER:
+            raise ValueError(f"{path} is not a complete row hash spool.")
 
 
 class DatasetWriter:
