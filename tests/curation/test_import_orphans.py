@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import psycopg
@@ -47,6 +48,21 @@ def _other_session():
     )
 
 
+def _wait_for_lock_release(job_id: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    with _other_session() as probe:
+        while time.monotonic() < deadline:
+            (held,) = probe.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND classid = %s AND objid = %s",
+                [services.IMPORT_LOCK_CLASS, job_id],
+            ).fetchone()
+            if not held:
+                return
+            time.sleep(0.05)
+    raise AssertionError("the closed session's advisory lock was never released")
+
+
 def test_a_job_whose_worker_is_gone_is_failed_and_its_file_removed(personas, project, settings):
     job = _running_job(project, personas["manager"], started_ago=timedelta(minutes=5))
     stored = settings.STORAGE_DIR / job.path
@@ -67,7 +83,9 @@ def test_a_job_whose_worker_holds_its_lock_is_left_alone(personas, project):
         assert services.import_jobs_fail_orphaned() == 0
         job.refresh_from_db()
         assert job.status == ImportStatus.VALIDATING
-    # the worker's session ended (as when the process is killed): the lock is free
+    # the worker's session ended (as when the process is killed): once the server has ended
+    # that backend (asynchronously, just after the disconnect), the lock is free
+    _wait_for_lock_release(job.pk)
     assert services.import_jobs_fail_orphaned() == 1
 
 
