@@ -276,6 +276,7 @@ CELERY_BEAT_SCHEDULE = {
     "queue-sweep-lapsed": {"task": "curation.queue_sweep_lapsed", "schedule": 60.0},
     "import-sweep-orphaned": {"task": "curation.import_sweep_orphaned", "schedule": 300.0},
     "feedback-drift-check": {"task": "feedback.drift_check", "schedule": 3600.0},
+    "training-runs-sweep-stale": {"task": "training.runs_sweep_stale", "schedule": 120.0},
 }
 
 # --- Logging ------------------------------------------------------------------------------

@@ -153,3 +153,142 @@ class DatasetVersion(models.Model):
     def files(self) -> list[dict]:
         """The data files as the manifest lists them (empty until built)."""
         return list(self.manifest.get("files", []))
+
+
+# --------------------------------------------------------------------------------------------
+# Base models, training runs and adapters (training.services_runs).
+
+
+class BaseModel(models.Model):
+    """A model adapters are trained on: a hub id or a local folder written by
+    ``save_pretrained``. Built-in ones (``tiny``, ``smollm2``) live under
+    ``STORAGE_DIR/models/<folder>/`` and are resolved there at run time, so a moved storage
+    dir keeps working."""
+
+    name = models.CharField(max_length=100, unique=True)
+    reference = models.CharField(max_length=500)  # hub id (owner/name) or absolute local path
+    revision = models.CharField(max_length=100, blank=True)
+    parameters = models.BigIntegerField(null=True, blank=True)  # for defaults_for; None: unknown
+    notes = models.TextField(blank=True)
+    builtin = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def resolved_reference(self) -> str:
+        """What ``load_base`` gets: a built-in model's folder under STORAGE_DIR, else the
+        reference as registered."""
+        if self.builtin:
+            from pathlib import Path
+
+            from training.ml.models import BUILT_IN_FOLDERS
+
+            folder = BUILT_IN_FOLDERS.get(self.name)
+            if folder:
+                return str(Path(settings.STORAGE_DIR) / "models" / folder)
+        return self.reference
+
+
+class TrainingMethod(models.TextChoices):
+    SFT = "sft", "SFT (supervised fine-tuning)"
+    DPO = "dpo", "DPO (preference pairs)"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class TrainingRun(models.Model):
+    """One LoRA training run: a dataset version, a base model, a method and resolved
+    settings. QUEUED → RUNNING by compare-and-set (``run_execute``); a heartbeat while it
+    runs; a beat sweep fails runs whose heartbeat went stale."""
+
+    FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+    dataset_version = models.ForeignKey(
+        DatasetVersion, on_delete=models.PROTECT, related_name="training_runs"
+    )
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="runs")
+    method = models.CharField(max_length=8, choices=TrainingMethod.choices)
+    config = models.JSONField()  # resolved TrainSettings.to_dict() (with lora)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    phase = models.CharField(max_length=32, blank=True)  # loading | preparing | training | saving
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    epoch = models.FloatField(null=True, blank=True)
+    loss = models.FloatField(null=True, blank=True)
+    eval_loss = models.FloatField(null=True, blank=True)
+    learning_rate = models.FloatField(null=True, blank=True)
+    tokens_per_s = models.FloatField(null=True, blank=True)
+    eta_s = models.FloatField(null=True, blank=True)
+    metrics_history = models.JSONField(default=list, blank=True)  # step and eval events
+    log = models.TextField(blank=True)  # the tail of the run's log
+    error = models.TextField(blank=True)  # one line; the traceback is in the log
+    cancel_requested = models.BooleanField(default=False)
+    task_id = models.CharField(max_length=64, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_via = models.CharField(max_length=8, default="web")  # web | api | cli | admin
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=RunStatus.values), name="trainingrun_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(method__in=TrainingMethod.values),
+                name="trainingrun_method_valid",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["heartbeat_at"],
+                condition=models.Q(status="running"),
+                name="trainingrun_running_heartbeat",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.method}, {self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == RunStatus.SUCCEEDED:
+            return 100
+        if not self.total_steps:
+            return 0
+        return min(100, round(100 * self.step / self.total_steps))
+
+
+class Adapter(models.Model):
+    """The LoRA adapter a successful run published under ``STORAGE_DIR / path``."""
+
+    run = models.OneToOneField(TrainingRun, on_delete=models.CASCADE, related_name="adapter")
+    path = models.CharField(max_length=255)  # relative to STORAGE_DIR: adapters/<run id>
+    manifest = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"adapter of run {self.run_id}"

@@ -42,3 +42,30 @@ api_urlpatterns = [
         name="dataset-file",
     ),
 ]
+
+# Training runs, adapters and base models (training/api_runs.py).
+from training import api_runs  # noqa: E402
+
+api_urlpatterns += [
+    path("training-runs/", api_runs.TrainingRunsApi.as_view(), name="training-run-list"),
+    path(
+        "training-runs/<int:run_id>/",
+        api_runs.TrainingRunDetailApi.as_view(),
+        name="training-run-detail",
+    ),
+    path(
+        "training-runs/<int:run_id>/cancel/",
+        api_runs.TrainingRunCancelApi.as_view(),
+        name="training-run-cancel",
+    ),
+    path("adapters/<int:adapter_id>/", api_runs.AdapterDetailApi.as_view(), name="adapter-detail"),
+    path("base-models/", api_runs.BaseModelsApi.as_view(), name="base-model-list"),
+]
+
+# Training-run pages (training/views_runs.py).
+from training import views_runs  # noqa: E402
+
+urlpatterns += [
+    path("<slug:slug>/runs/<int:run_id>/", views_runs.run_detail, name="run_detail"),
+    path("<slug:slug>/runs/<int:run_id>/cancel/", views_runs.run_cancel, name="run_cancel"),
+]

@@ -35,6 +35,7 @@ class Command(BaseCommand):
             dest = models_dir() / BUILT_IN_FOLDERS[name]
             if (dest / "config.json").is_file() and not force:
                 self.stdout.write(f"{name}: already in {dest} (--force rebuilds it)")
+                self._register(name)
                 continue
             started = time.monotonic()
             try:
@@ -48,3 +49,12 @@ class Command(BaseCommand):
                     f"({time.monotonic() - started:.1f} s)"
                 )
             )
+            self._register(name)
+
+    def _register(self, name: str) -> None:
+        """Register (or refresh) the prepared model as a built-in BaseModel row."""
+        from training.services_runs import base_models_register_builtin
+
+        registered = base_models_register_builtin(names=[name])
+        for model in registered:
+            self.stdout.write(f"{name}: registered as base model {model.name!r}")
