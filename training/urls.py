@@ -69,3 +69,18 @@ urlpatterns += [
     path("<slug:slug>/runs/<int:run_id>/", views_runs.run_detail, name="run_detail"),
     path("<slug:slug>/runs/<int:run_id>/cancel/", views_runs.run_cancel, name="run_cancel"),
 ]
+
+# Launching runs and the adapter registry (training/views_runs.py).
+urlpatterns += [
+    path(
+        "<slug:slug>/datasets/<int:version_id>/train/",
+        views_runs.run_launch,
+        name="run_launch",
+    ),
+    path("<slug:slug>/adapters/", views_runs.adapter_list, name="adapter_list"),
+    path(
+        "<slug:slug>/adapters/<int:adapter_id>/download.zip",
+        views_runs.adapter_download,
+        name="adapter_download",
+    ),
+]

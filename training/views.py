@@ -113,6 +113,13 @@ def selection_count(request, slug: str):
 @require_GET
 def version_detail(request, slug: str, version_id: int):
     version = get_dataset_version_for_user(request.user, version_id, slug=slug)
+    return version_detail_render(request, version)
+
+
+def version_detail_render(request, version, *, train_form=None, status: int = 200):
+    """The version page; ``train_form``: a bound launch form with errors (views_runs)."""
+    from training.views_runs import train_form_for
+
     others = (
         selectors.dataset_version_list(project=version.project)
         .filter(status=DatasetStatus.SUCCEEDED)
@@ -125,8 +132,9 @@ def version_detail(request, slug: str, version_id: int):
         "samples": selectors.version_sample(version) if version.status == "succeeded" else [],
         "manifest_json": json.dumps(version.manifest, indent=2, ensure_ascii=False),
         "compare_form": CompareForm(versions=others) if others else None,
+        "train_form": train_form or train_form_for(version, version.project.user_role),
     }
-    return render(request, "training/version_detail.html", context)
+    return render(request, "training/version_detail.html", context, status=status)
 
 
 @login_required

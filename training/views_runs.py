@@ -5,6 +5,9 @@ outsiders 404 (``get_run_for_user``). Thin: parse → access check → one servi
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -93,3 +96,259 @@ def run_cancel(request, slug: str, run_id: int):
     else:
         messages.success(request, "Cancel requested: the run stops after the step in progress.")
     return redirect("training:run_detail", slug=slug, run_id=run.pk)
+
+
+# --------------------------------------------------------------------------------------------
+# Launching a run from the dataset version page (admins only).
+
+from django import forms  # noqa: E402
+from django.http import Http404, StreamingHttpResponse  # noqa: E402
+
+from curation.models import Role  # noqa: E402
+from curation.permissions import get_project_for_user  # noqa: E402
+from training.ml.config import SettingsError, defaults_for  # noqa: E402
+from training.models import Adapter, BaseModel, DatasetStatus, TrainingMethod  # noqa: E402
+from training.permissions import get_dataset_version_for_user  # noqa: E402
+from training.permissions_runs import get_adapter_for_user  # noqa: E402
+
+ADMIN = "admin"
+# form field -> the key of that setting in a service ValidationError / the config dict
+SETTING_FIELDS = {
+    "lora_r": "config.lora.r",
+    "lora_alpha": "config.lora.alpha",
+    "learning_rate": "config.learning_rate",
+    "num_epochs": "config.num_epochs",
+    "max_steps": "config.max_steps",
+    "batch_size": "config.batch_size",
+}
+
+
+def version_methods(version) -> list[tuple[str, str]]:
+    """The methods a built version can train: sft needs sft rows, dpo preference rows."""
+    if version.status != DatasetStatus.SUCCEEDED:
+        return []
+    counts = version.row_counts or {}
+    return [
+        (method, label)
+        for method, label in TrainingMethod.choices
+        if counts.get(services_runs.METHOD_KIND[method], {}).get("train")
+    ]
+
+
+class TrainRunForm(forms.Form):
+    """The main settings of a run; everything else comes from ``defaults_for``. Values are
+    checked by the service (``settings_resolve``), whose errors come back by field."""
+
+    base_model = forms.ModelChoiceField(queryset=BaseModel.objects.none(), empty_label=None)
+    method = forms.ChoiceField(choices=())
+    lora_r = forms.IntegerField(label="LoRA r")
+    lora_alpha = forms.FloatField(label="LoRA alpha")
+    learning_rate = forms.FloatField(label="Learning rate")
+    num_epochs = forms.FloatField(label="Epochs", help_text="Ignored when max steps is set.")
+    max_steps = forms.IntegerField(label="Max steps", required=False)
+    batch_size = forms.IntegerField(label="Batch size")
+
+    def __init__(self, data=None, *, version, **kwargs):
+        methods = version_methods(version)
+        models = BaseModel.objects.all()
+        initial = {}
+        first_model = models.first()
+        if methods and first_model is not None:
+            defaults = defaults_for(methods[0][0], first_model.parameters)
+            initial = {
+                "base_model": first_model.pk,
+                "method": methods[0][0],
+                "lora_r": defaults.lora.r,
+                "lora_alpha": defaults.lora.alpha,
+                "learning_rate": defaults.learning_rate,
+                "num_epochs": defaults.num_epochs,
+                "max_steps": defaults.max_steps,
+                "batch_size": defaults.batch_size,
+            }
+        super().__init__(data, initial=initial, **kwargs)
+        self.fields["base_model"].queryset = models
+        self.fields["method"].choices = methods
+
+    def config(self) -> dict:
+        data = self.cleaned_data
+        config = {
+            "lora": {"r": data["lora_r"], "alpha": data["lora_alpha"]},
+            "learning_rate": data["learning_rate"],
+            "num_epochs": data["num_epochs"],
+            "batch_size": data["batch_size"],
+        }
+        if data.get("max_steps") is not None:
+            config["max_steps"] = data["max_steps"]
+        return config
+
+    def add_service_errors(self, message_dict: dict) -> None:
+        by_key = {key: name for name, key in SETTING_FIELDS.items()}
+        by_key.update({"method": "method", "config.method": "method"})
+        for key, errors in message_dict.items():
+            name = by_key.get(key)
+            for error in errors:
+                self.add_error(name, error if name else f"{key}: {error}")
+
+
+def train_form_for(version, user_role: str | None, data=None) -> TrainRunForm | None:
+    """The launch form for the version page: admins only, built versions with trainable
+    rows and at least one base model; None otherwise."""
+    if user_role != ADMIN or not version_methods(version) or not BaseModel.objects.exists():
+        return None
+    return TrainRunForm(data, version=version)
+
+
+@login_required
+@require_POST
+def run_launch(request, slug: str, version_id: int):
+    """POST the launch form: a queued run and a redirect to its page, or the version page
+    again with the errors by field (400)."""
+    version = get_dataset_version_for_user(request.user, version_id, role=ADMIN, slug=slug)
+    form = TrainRunForm(request.POST, version=version)
+    if form.is_valid():
+        try:
+            run = services_runs.training_run_create(
+                user=request.user,
+                dataset_version=version,
+                base_model=form.cleaned_data["base_model"],
+                method=form.cleaned_data["method"],
+                config=form.config(),
+                via="web",
+            )
+        except ValidationError as exc:
+            form.add_service_errors(exc.message_dict)
+        except SettingsError as exc:
+            form.add_service_errors({f"config.{exc.field}": [str(exc)]})
+        else:
+            messages.success(request, f"Run {run.pk} is queued.")
+            return redirect("training:run_detail", slug=slug, run_id=run.pk)
+    from training import views as dataset_views
+
+    return dataset_views.version_detail_render(request, version, train_form=form, status=400)
+
+
+# --------------------------------------------------------------------------------------------
+# Adapters of a project: lineage and download.
+
+
+def version_experts(version, kind: str) -> tuple[int, list[str]]:
+    """(items, expert usernames) behind a version's rows of ``kind``, read from its lineage
+    files (one JSON line per row, each naming the item and its experts)."""
+    from django.contrib.auth import get_user_model
+
+    from training.selectors import version_dir
+
+    folder = version_dir(version)
+    items: set[int] = set()
+    experts: set[int] = set()
+    for f in version.files:
+        if f.get("kind") != kind or not f.get("lineage"):
+            continue
+        path = folder / f["lineage"]["name"]
+        if not path.is_file():
+            continue
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                record = json.loads(line)
+                items.add(record.get("item_id"))
+                experts.update(e for e in record.get("experts") or [] if e is not None)
+    names = sorted(
+        get_user_model().objects.filter(pk__in=experts).values_list("username", flat=True)
+    )
+    return len(items), names
+
+
+def adapter_lineage(adapter) -> dict:
+    run = adapter.run
+    version = run.dataset_version
+    items, experts = version_experts(version, services_runs.METHOD_KIND[run.method])
+    return {
+        "adapter": adapter,
+        "run": run,
+        "version": version,
+        "decisions": (version.manifest.get("decisions") or {}).get("selected", version.items_total),
+        "items": items,
+        "experts": experts,
+        "final_loss": adapter.metrics.get("last_loss", run.loss),
+    }
+
+
+@login_required
+@require_GET
+def adapter_list(request, slug: str):
+    """The project's adapters, newest first, each with its lineage."""
+    project = get_project_for_user(request.user, slug, role=Role.MANAGER)
+    adapters = Adapter.objects.select_related(
+        "run__dataset_version__project", "run__base_model"
+    ).filter(run__dataset_version__project=project)[:100]
+    context = {
+        "project": project,
+        "nav": "adapters",
+        "adapters": [adapter_lineage(a) for a in adapters],
+    }
+    return render(request, "training/adapter_list.html", context)
+
+
+class _Sink:
+    """A write-only file for ZipFile that hands out what was written so far."""
+
+    def __init__(self):
+        self.chunks: list[bytes] = []
+        self.pending = 0
+        self.position = 0
+
+    def write(self, data) -> int:
+        self.chunks.append(bytes(data))
+        self.pending += len(data)
+        self.position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data, self.chunks, self.pending = b"".join(self.chunks), [], 0
+        return data
+
+
+def adapter_archive(folder: Path, prefix: str, chunk_size: int = 1024 * 1024):
+    """Every file under ``folder`` in one zip, compressed as it is sent."""
+    import zipfile
+
+    sink = _Sink()
+    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+            info = zipfile.ZipInfo(
+                f"{prefix}/{path.relative_to(folder).as_posix()}", date_time=(1980, 1, 1, 0, 0, 0)
+            )
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with open(path, "rb") as source, archive.open(info, "w", force_zip64=True) as target:
+                while data := source.read(chunk_size):
+                    target.write(data)
+                    if sink.pending >= chunk_size:
+                        yield sink.take()
+            if sink.pending:
+                yield sink.take()
+    yield sink.take()
+
+
+@login_required
+@require_GET
+def adapter_download(request, slug: str, adapter_id: int):
+    adapter = get_adapter_for_user(request.user, adapter_id)
+    if adapter.run.dataset_version.project.slug != slug:
+        raise Http404("No such adapter.")
+    from django.conf import settings
+
+    root = Path(settings.STORAGE_DIR).resolve()
+    folder = (root / adapter.path).resolve()
+    if not folder.is_relative_to(root) or not folder.is_dir():
+        raise Http404("This adapter's files are gone.")
+    response = StreamingHttpResponse(
+        adapter_archive(folder, f"adapter-{adapter.pk}"), content_type="application/zip"
+    )
+    response["Content-Disposition"] = f'attachment; filename="adapter-{adapter.pk}.zip"'
+    return response
