@@ -9,7 +9,6 @@ benchmark's COPY baseline, so what the form counts is what the build reads.
 from __future__ import annotations
 
 import json
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -23,6 +22,7 @@ from django.db.models import QuerySet
 
 from curation.models import Candidate, GuidelineVersion, Item, Project
 from feedback.models import GoldAnswer, ItemOutcome, Review
+from redline.lib.zipstream import zip_stream
 from training.models import DatasetStatus, DatasetVersion
 
 OUTCOME = ItemOutcome._meta.db_table
@@ -320,49 +320,12 @@ def version_compare(version: DatasetVersion, other: DatasetVersion) -> list[Kind
     return result
 
 
-class _Sink:
-    """A write-only file object for ``zipfile``: collects what it is given until taken."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.position = 0
-        self.pending = 0
-
-    def write(self, data: bytes) -> int:
-        self.parts.append(bytes(data))
-        self.position += len(data)
-        self.pending += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.position
-
-    def flush(self) -> None:
-        pass
-
-    def take(self) -> bytes:
-        data = b"".join(self.parts)
-        self.parts = []
-        self.pending = 0
-        return data
-
-
 def version_archive(version: DatasetVersion, *, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
     """One zip of every file of a built version (data, lineage, manifest), produced as it is
     sent: nothing is held in memory beyond a chunk, nothing is written to disk."""
-    sink = _Sink()
-    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name in version_file_names(version):
-            path = version_file_path(version, name)
-            if path is None:
-                continue
-            info = zipfile.ZipInfo(f"dataset-{version.pk}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            with open(path, "rb") as source, archive.open(info, "w", force_zip64=True) as target:
-                while data := source.read(chunk_size):
-                    target.write(data)
-                    if sink.pending >= chunk_size:
-                        yield sink.take()
-            if sink.pending:
-                yield sink.take()
-    yield sink.take()  # the central directory
+    files = (
+        (f"dataset-{version.pk}/{name}", path)
+        for name in version_file_names(version)
+        if (path := version_file_path(version, name)) is not None
+    )
+    return zip_stream(files, chunk_size=chunk_size)

@@ -15,6 +15,7 @@ from django.shortcuts import redirect, render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 
+from redline.lib.zipstream import zip_stream
 from training import services_runs
 from training.permissions_runs import get_run_for_user
 
@@ -289,50 +290,13 @@ def adapter_list(request, slug: str):
     return render(request, "training/adapter_list.html", context)
 
 
-class _Sink:
-    """A write-only file for ZipFile that hands out what was written so far."""
-
-    def __init__(self):
-        self.chunks: list[bytes] = []
-        self.pending = 0
-        self.position = 0
-
-    def write(self, data) -> int:
-        self.chunks.append(bytes(data))
-        self.pending += len(data)
-        self.position += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.position
-
-    def flush(self) -> None:
-        pass
-
-    def take(self) -> bytes:
-        data, self.chunks, self.pending = b"".join(self.chunks), [], 0
-        return data
-
-
 def adapter_archive(folder: Path, prefix: str, chunk_size: int = 1024 * 1024):
     """Every file under ``folder`` in one zip, compressed as it is sent."""
-    import zipfile
-
-    sink = _Sink()
-    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
-            info = zipfile.ZipInfo(
-                f"{prefix}/{path.relative_to(folder).as_posix()}", date_time=(1980, 1, 1, 0, 0, 0)
-            )
-            info.compress_type = zipfile.ZIP_DEFLATED
-            with open(path, "rb") as source, archive.open(info, "w", force_zip64=True) as target:
-                while data := source.read(chunk_size):
-                    target.write(data)
-                    if sink.pending >= chunk_size:
-                        yield sink.take()
-            if sink.pending:
-                yield sink.take()
-    yield sink.take()
+    files = (
+        (f"{prefix}/{path.relative_to(folder).as_posix()}", path)
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    )
+    return zip_stream(files, chunk_size=chunk_size)
 
 
 @login_required
