@@ -6,7 +6,3 @@ class TrainingConfig(AppConfig):
 
     name = "training"
     default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        # Celery autodiscovers ``training.tasks`` only; the run tasks live beside it.
-        from training import run_tasks  # noqa: F401

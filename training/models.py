@@ -156,7 +156,7 @@ class DatasetVersion(models.Model):
 
 
 # --------------------------------------------------------------------------------------------
-# Base models, training runs and adapters (training.services_runs).
+# Base models, training runs and adapters (training.services.runs).
 
 
 class BaseModel(models.Model):

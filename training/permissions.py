@@ -1,5 +1,5 @@
-"""Access helpers for training objects: every dataset version id from a request goes
-through here. Dataset versions belong to their project's managers (and admins): outsiders
+"""Access helpers for training objects: every dataset version, run and adapter id from a
+request goes through here. Dataset versions belong to their project's managers (and admins): outsiders
 get 404, experts 403, as for every project object."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from django.http import Http404
 
 from curation.models import Role
 from curation.permissions import require_role, user_role
-from training.models import DatasetVersion
+from training.models import Adapter, DatasetVersion, TrainingRun
 
 
 def get_dataset_version_for_user(
@@ -29,3 +29,44 @@ def get_dataset_version_for_user(
     require_role(project_role, role)
     version.project.user_role = project_role
     return version
+
+
+def get_run_for_user(user, run_id, *, role: str = Role.MANAGER) -> TrainingRun:
+    try:
+        pk = int(run_id)
+    except (TypeError, ValueError):
+        raise Http404("No such training run.") from None
+    run = (
+        TrainingRun.objects.select_related("dataset_version__project", "base_model", "created_by")
+        .filter(pk=pk)
+        .first()
+    )
+    if run is None:
+        raise Http404("No such training run.")
+    project_role = user_role(user, run.dataset_version.project)
+    if project_role is None:
+        raise Http404("No such training run.")
+    require_role(project_role, role)
+    run.dataset_version.project.user_role = project_role
+    return run
+
+
+def get_adapter_for_user(user, adapter_id, *, role: str = Role.MANAGER) -> Adapter:
+    try:
+        pk = int(adapter_id)
+    except (TypeError, ValueError):
+        raise Http404("No such adapter.") from None
+    adapter = (
+        Adapter.objects.select_related(
+            "run__dataset_version__project", "run__base_model", "run__created_by"
+        )
+        .filter(pk=pk)
+        .first()
+    )
+    if adapter is None:
+        raise Http404("No such adapter.")
+    project_role = user_role(user, adapter.run.dataset_version.project)
+    if project_role is None:
+        raise Http404("No such adapter.")
+    require_role(project_role, role)
+    return adapter

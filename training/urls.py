@@ -1,86 +1,85 @@
-"""Training routes. Pages hang under /projects/<slug>/datasets/ (namespace ``training``);
-API routes join /api/v1/ (namespace ``api``)."""
+"""Training routes. Pages hang under /projects/<slug>/ (namespace ``training``); API routes
+join /api/v1/ (namespace ``api``)."""
 
 from django.urls import path
 
-from training import api, views
+from training.api import datasets as datasets_api
+from training.api import runs as runs_api
+from training.views import datasets as datasets_views
+from training.views import runs as runs_views
 
 app_name = "training"
 
 urlpatterns = [
-    path("<slug:slug>/datasets/", views.dataset_list, name="dataset_list"),
-    path("<slug:slug>/datasets/count/", views.selection_count, name="selection_count"),
-    path("<slug:slug>/datasets/<int:version_id>/", views.version_detail, name="version_detail"),
+    # Dataset versions (training/views/datasets.py).
+    path("<slug:slug>/datasets/", datasets_views.dataset_list, name="dataset_list"),
+    path("<slug:slug>/datasets/count/", datasets_views.selection_count, name="selection_count"),
+    path(
+        "<slug:slug>/datasets/<int:version_id>/",
+        datasets_views.version_detail,
+        name="version_detail",
+    ),
     path(
         "<slug:slug>/datasets/<int:version_id>/status/",
-        views.version_status,
+        datasets_views.version_status,
         name="version_status",
     ),
     path(
         "<slug:slug>/datasets/<int:version_id>/compare/",
-        views.version_compare,
+        datasets_views.version_compare,
         name="version_compare",
     ),
     path(
         "<slug:slug>/datasets/<int:version_id>/download.zip",
-        views.version_archive,
+        datasets_views.version_archive,
         name="version_archive",
     ),
     path(
         "<slug:slug>/datasets/<int:version_id>/files/<str:name>",
-        views.version_file,
+        datasets_views.version_file,
         name="version_file",
+    ),
+    # Training runs and the adapter registry (training/views/runs.py).
+    path(
+        "<slug:slug>/datasets/<int:version_id>/train/",
+        runs_views.run_launch,
+        name="run_launch",
+    ),
+    path("<slug:slug>/runs/<int:run_id>/", runs_views.run_detail, name="run_detail"),
+    path("<slug:slug>/runs/<int:run_id>/cancel/", runs_views.run_cancel, name="run_cancel"),
+    path("<slug:slug>/adapters/", runs_views.adapter_list, name="adapter_list"),
+    path(
+        "<slug:slug>/adapters/<int:adapter_id>/download.zip",
+        runs_views.adapter_download,
+        name="adapter_download",
     ),
 ]
 
 api_urlpatterns = [
-    path("projects/<slug:slug>/datasets/", api.ProjectDatasetsApi.as_view(), name="dataset-list"),
-    path("datasets/<int:version_id>/", api.DatasetDetailApi.as_view(), name="dataset-detail"),
+    path(
+        "projects/<slug:slug>/datasets/",
+        datasets_api.ProjectDatasetsApi.as_view(),
+        name="dataset-list",
+    ),
+    path(
+        "datasets/<int:version_id>/", datasets_api.DatasetDetailApi.as_view(), name="dataset-detail"
+    ),
     path(
         "datasets/<int:version_id>/files/<str:name>",
-        api.DatasetFileApi.as_view(),
+        datasets_api.DatasetFileApi.as_view(),
         name="dataset-file",
     ),
-]
-
-# Training runs, adapters and base models (training/api_runs.py).
-from training import api_runs  # noqa: E402
-
-api_urlpatterns += [
-    path("training-runs/", api_runs.TrainingRunsApi.as_view(), name="training-run-list"),
+    path("training-runs/", runs_api.TrainingRunsApi.as_view(), name="training-run-list"),
     path(
         "training-runs/<int:run_id>/",
-        api_runs.TrainingRunDetailApi.as_view(),
+        runs_api.TrainingRunDetailApi.as_view(),
         name="training-run-detail",
     ),
     path(
         "training-runs/<int:run_id>/cancel/",
-        api_runs.TrainingRunCancelApi.as_view(),
+        runs_api.TrainingRunCancelApi.as_view(),
         name="training-run-cancel",
     ),
-    path("adapters/<int:adapter_id>/", api_runs.AdapterDetailApi.as_view(), name="adapter-detail"),
-    path("base-models/", api_runs.BaseModelsApi.as_view(), name="base-model-list"),
-]
-
-# Training-run pages (training/views_runs.py).
-from training import views_runs  # noqa: E402
-
-urlpatterns += [
-    path("<slug:slug>/runs/<int:run_id>/", views_runs.run_detail, name="run_detail"),
-    path("<slug:slug>/runs/<int:run_id>/cancel/", views_runs.run_cancel, name="run_cancel"),
-]
-
-# Launching runs and the adapter registry (training/views_runs.py).
-urlpatterns += [
-    path(
-        "<slug:slug>/datasets/<int:version_id>/train/",
-        views_runs.run_launch,
-        name="run_launch",
-    ),
-    path("<slug:slug>/adapters/", views_runs.adapter_list, name="adapter_list"),
-    path(
-        "<slug:slug>/adapters/<int:adapter_id>/download.zip",
-        views_runs.adapter_download,
-        name="adapter_download",
-    ),
+    path("adapters/<int:adapter_id>/", runs_api.AdapterDetailApi.as_view(), name="adapter-detail"),
+    path("base-models/", runs_api.BaseModelsApi.as_view(), name="base-model-list"),
 ]

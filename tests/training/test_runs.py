@@ -12,9 +12,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from training import services_runs
 from training.models import Adapter, RunStatus, TrainingRun
-from training.services_runs import (
+from training.services import runs as services_runs
+from training.services.runs import (
     base_models_register_builtin,
     run_execute,
     runs_fail_stale,
@@ -194,7 +194,7 @@ def test_dpo_on_a_dataset_without_preference_rows_is_refused(tiny, sft_version, 
 
 
 def test_registering_a_base_model_that_does_not_exist_says_why(tmp_path):
-    from training.services_runs import base_model_register
+    from training.services.runs import base_model_register
 
     with pytest.raises(ValidationError) as exc:
         base_model_register(name="ghost", reference=str(tmp_path / "nope"))

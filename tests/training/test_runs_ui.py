@@ -11,7 +11,7 @@ import pytest
 
 from tests.training.test_runs import sft_version, tiny, tiny_prepared  # noqa: F401 (fixtures)
 from training.models import Adapter, RunStatus, TrainingRun
-from training.services_runs import run_execute, training_run_create
+from training.services.runs import run_execute, training_run_create
 
 pytestmark = pytest.mark.django_db
 

@@ -53,7 +53,7 @@ class Command(BaseCommand):
 
     def _register(self, name: str) -> None:
         """Register (or refresh) the prepared model as a built-in BaseModel row."""
-        from training.services_runs import base_models_register_builtin
+        from training.services.runs import base_models_register_builtin
 
         registered = base_models_register_builtin(names=[name])
         for model in registered:

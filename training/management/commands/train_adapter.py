@@ -28,7 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--now", action="store_true", help="train here instead of queueing")
 
     def handle(self, *args, dataset, base, method, config, user, now, **options):
-        from training.services_runs import run_execute, training_run_create
+        from training.services.runs import run_execute, training_run_create
 
         try:
             settings_ = json.loads(config)

@@ -117,8 +117,8 @@ def version_detail(request, slug: str, version_id: int):
 
 
 def version_detail_render(request, version, *, train_form=None, status: int = 200):
-    """The version page; ``train_form``: a bound launch form with errors (views_runs)."""
-    from training.views_runs import train_form_for
+    """The version page; ``train_form``: a bound launch form with errors (views/runs.py)."""
+    from training.views.runs import train_form_for
 
     others = (
         selectors.dataset_version_list(project=version.project)

@@ -219,7 +219,7 @@ def training_run_create(
 
 
 def _enqueue(run_id: int) -> None:
-    from training.run_tasks import train_run_task
+    from training.tasks import train_run_task
 
     result = train_run_task.delay(run_id)
     TrainingRun.objects.filter(pk=run_id, task_id="").update(task_id=result.id or "")

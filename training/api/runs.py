@@ -14,10 +14,13 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from training import services_runs
 from training.models import Adapter, BaseModel, TrainingMethod, TrainingRun
-from training.permissions import get_dataset_version_for_user
-from training.permissions_runs import get_adapter_for_user, get_run_for_user
+from training.permissions import (
+    get_adapter_for_user,
+    get_dataset_version_for_user,
+    get_run_for_user,
+)
+from training.services import runs as services_runs
 
 ADMIN = "admin"
 

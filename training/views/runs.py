@@ -8,16 +8,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 
+from curation.models import Role
+from curation.permissions import get_project_for_user
 from redline.lib.zipstream import zip_stream
-from training import services_runs
-from training.permissions_runs import get_run_for_user
+from training.ml.config import SettingsError, defaults_for
+from training.models import Adapter, BaseModel, DatasetStatus, TrainingMethod
+from training.permissions import (
+    get_adapter_for_user,
+    get_dataset_version_for_user,
+    get_run_for_user,
+)
+from training.services import runs as services_runs
 
 CHART_W, CHART_H = 480, 160
 
@@ -101,16 +111,6 @@ def run_cancel(request, slug: str, run_id: int):
 
 # --------------------------------------------------------------------------------------------
 # Launching a run from the dataset version page (admins only).
-
-from django import forms  # noqa: E402
-from django.http import Http404, StreamingHttpResponse  # noqa: E402
-
-from curation.models import Role  # noqa: E402
-from curation.permissions import get_project_for_user  # noqa: E402
-from training.ml.config import SettingsError, defaults_for  # noqa: E402
-from training.models import Adapter, BaseModel, DatasetStatus, TrainingMethod  # noqa: E402
-from training.permissions import get_dataset_version_for_user  # noqa: E402
-from training.permissions_runs import get_adapter_for_user  # noqa: E402
 
 ADMIN = "admin"
 # form field -> the key of that setting in a service ValidationError / the config dict
@@ -223,7 +223,7 @@ def run_launch(request, slug: str, version_id: int):
         else:
             messages.success(request, f"Run {run.pk} is queued.")
             return redirect("training:run_detail", slug=slug, run_id=run.pk)
-    from training import views as dataset_views
+    from training.views import datasets as dataset_views
 
     return dataset_views.version_detail_render(request, version, train_form=form, status=400)
 

@@ -23,7 +23,7 @@ from training.serializers import (
     DatasetVersionDetailSerializer,
     DatasetVersionOutputSerializer,
 )
-from training.views import file_response
+from training.views.datasets import file_response
 
 
 class ProjectDatasetsApi(APIView):

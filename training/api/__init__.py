@@ -1,0 +1,1 @@
+"""REST endpoints for training, one module per area: dataset versions, runs and adapters."""
