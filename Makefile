@@ -30,7 +30,7 @@ DEPLOY_ENV := \
 	REDLINE_CSRF_TRUSTED_ORIGINS=https://redline.example.com \
 	REDLINE_VAR_DIR=$(CURDIR)/var/deploycheck
 
-.PHONY: help install demo test lint format check-deploy services lock clean
+.PHONY: help install demo test lint format check-deploy services lock clean labelstudio
 
 help:
 	@echo "make demo          install, migrate, seed a demo project, serve on http://127.0.0.1:$(PORT)/"
@@ -78,7 +78,12 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(STAMP) services lint
+# Label Studio in its own virtualenv (it pins other DRF / redis-py versions than ours), for the
+# tests marked `labelstudio`; reused when present.
+labelstudio:
+	tests/labelstudio/ensure_labelstudio.sh
+
+test: $(STAMP) services lint labelstudio
 	$(TEST_ENV) $(BIN)/python manage.py collectstatic --noinput -v0  # the hashed manifest builds
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -38,3 +38,8 @@ def alert_deliver_task(self, alert_id: int) -> None:
         return  # nothing to deliver to
     if self.request.retries < self.max_retries:
         raise self.retry(countdown=DELIVERY_BACKOFF_S * 2**self.request.retries)
+
+
+# The Label Studio job task lives in its package; importing it here registers it with workers
+# (Celery's autodiscovery reads ``feedback.tasks`` only).
+from feedback.labelstudio.tasks import labelstudio_job_run_task  # noqa: E402, F401

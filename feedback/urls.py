@@ -4,6 +4,8 @@ join /api/v1/ (namespace ``api``)."""
 from django.urls import path
 
 from feedback import api, api_monitoring
+from feedback.labelstudio import api as ls_api
+from feedback.labelstudio import views as ls_views
 from feedback.views import monitoring, quality, review
 
 app_name = "feedback"
@@ -33,6 +35,28 @@ urlpatterns = [
         name="monitoring_webhook",
     ),
     # ---- end quality pages ----
+    # ---- label studio (managers) ----
+    path("<slug:slug>/label-studio/", ls_views.labelstudio_page, name="labelstudio"),
+    path(
+        "<slug:slug>/label-studio/connection/",
+        ls_views.labelstudio_connection,
+        name="labelstudio_connection",
+    ),
+    path("<slug:slug>/label-studio/test/", ls_views.labelstudio_test, name="labelstudio_test"),
+    path(
+        "<slug:slug>/label-studio/import/", ls_views.labelstudio_import, name="labelstudio_import"
+    ),
+    path(
+        "<slug:slug>/label-studio/jobs/<int:job_id>/",
+        ls_views.labelstudio_job_progress,
+        name="labelstudio_job_progress",
+    ),
+    path(
+        "<slug:slug>/label-studio/<str:kind>/",
+        ls_views.labelstudio_job_start,
+        name="labelstudio_job",
+    ),
+    # ---- end label studio ----
 ]
 
 api_urlpatterns = [
@@ -59,7 +83,45 @@ api_urlpatterns = [
         api_monitoring.ProjectAlertsApi.as_view(),
         name="project-alerts",
     ),
+    # ---- label studio api ----
+    path(
+        "projects/<slug:slug>/label-studio/connection/",
+        ls_api.ConnectionApi.as_view(),
+        name="labelstudio-connection",
+    ),
+    path(
+        "projects/<slug:slug>/label-studio/test/",
+        ls_api.ConnectionTestApi.as_view(),
+        name="labelstudio-test",
+    ),
+    path(
+        "projects/<slug:slug>/label-studio/push/", ls_api.PushApi.as_view(), name="labelstudio-push"
+    ),
+    path(
+        "projects/<slug:slug>/label-studio/pull/", ls_api.PullApi.as_view(), name="labelstudio-pull"
+    ),
+    path(
+        "projects/<slug:slug>/label-studio/import/",
+        ls_api.FileImportApi.as_view(),
+        name="labelstudio-import",
+    ),
+    path(
+        "projects/<slug:slug>/label-studio/jobs/",
+        ls_api.JobListApi.as_view(),
+        name="labelstudio-jobs",
+    ),
+    path(
+        "projects/<slug:slug>/label-studio/jobs/<int:job_id>/",
+        ls_api.JobDetailApi.as_view(),
+        name="labelstudio-job",
+    ),
+    path(
+        "projects/<slug:slug>/label-studio/webhook/",
+        ls_api.WebhookApi.as_view(),
+        name="labelstudio-webhook",
+    ),
+    # ---- end label studio api ----
     # ---- end api ----
 ]
 
-__all__ = ["api", "api_monitoring", "monitoring", "quality", "review"]
+__all__ = ["api", "api_monitoring", "ls_api", "ls_views", "monitoring", "quality", "review"]

@@ -389,3 +389,25 @@ def queue_sweep_lapsed(*, older_than: timedelta = timedelta(0), limit: int = 100
             ).update(state=AssignmentState.RELEASED, slot=None, updated_at=now)
             _sync_item(item, _overlap(item.project_id), assignments=_assignments(item.pk))
     return released
+
+
+def queue_claim_item(*, item: Item, expert, now: datetime | None = None) -> Assignment | None:
+    """Lease one given item to ``expert``, for decisions made outside Redline's queue (Label
+    Studio annotations taken in by ``feedback.labelstudio``), so they go through
+    ``review_submit`` like any other.
+
+    Call inside ``transaction.atomic`` (the caller submits the review in the same
+    transaction, so the place cannot be taken in between); locks the item row. Returns the
+    expert's live lease on the item (an existing one is kept), or None when the item has no
+    free place (it has all its reviews, or k live leases), or when the expert already decided
+    or skipped it. Raises ``IntegrityError`` when the expert holds a lease on another item of
+    the project (one lease per expert and project).
+    """
+    now = now or timezone.now()
+    locked = _lock_item(item.pk)
+    project = Project.objects.get(pk=locked.project_id)
+    mine = _mine(_assignments(locked.pk), expert)
+    if mine is not None and mine.state == AssignmentState.LEASED:
+        return mine
+    claim = _take_slot(project, expert, locked, now=now)
+    return claim.assignment if claim is not None else None
