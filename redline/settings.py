@@ -266,6 +266,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # Routes by task name; each task declares a stable name= that starts with its app.
 CELERY_TASK_ROUTES = {
     "curation.import_*": {"queue": "datasets"},
+    "feedback.labelstudio_*": {"queue": "datasets"},
     "training.dataset_*": {"queue": "datasets"},
     "training.train_*": {"queue": "training"},
     "training.generate_*": {"queue": "inference"},
@@ -275,6 +276,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "queue-sweep-lapsed": {"task": "curation.queue_sweep_lapsed", "schedule": 60.0},
     "import-sweep-orphaned": {"task": "curation.import_sweep_orphaned", "schedule": 300.0},
+    "labelstudio-sweep-orphaned": {
+        "task": "feedback.labelstudio_sweep_orphaned",
+        "schedule": 300.0,
+    },
     "feedback-drift-check": {"task": "feedback.drift_check", "schedule": 3600.0},
     "training-runs-sweep-stale": {"task": "training.runs_sweep_stale", "schedule": 120.0},
 }

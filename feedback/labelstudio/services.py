@@ -5,7 +5,9 @@
 - **Jobs** (``job_submit`` → Celery ``feedback.labelstudio_job_run`` → ``job_run``): a push,
   a pull or a file import, with progress and a report on its ``LabelStudioJob`` row. A job is
   claimed QUEUED → RUNNING by compare-and-set, so a redelivered task does nothing; jobs of
-  one project run one at a time (a PostgreSQL advisory lock).
+  one project run one at a time (a PostgreSQL advisory lock). The worker running a job holds
+  a second advisory lock, on the job, for as long as it lives: ``job_sweep_orphaned`` (beat,
+  ``feedback.labelstudio_sweep_orphaned``) fails RUNNING jobs whose lock nobody holds.
 - **Push** creates (or reuses) the Label Studio project with ``mapping.labeling_config``,
   registers the webhook, and imports the items not yet linked, in batches of
   ``PUSH_BATCH``. Before importing it reads back the Label Studio tasks that carry a
@@ -33,6 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +66,14 @@ logger = logging.getLogger(__name__)
 PUSH_BATCH = 100
 PAGE_SIZE = 100
 MAX_REPORTED_ERRORS = 200
+# Timeouts, in seconds. Connecting never waits long (an unreachable address or a dropped
+# SYN fails in CONNECT_TIMEOUT_S); a job gives a busy server REQUEST_TIMEOUT_S to answer and
+# the SDK's 2 retries on refused connections and 5xx; "Test connection" runs inside a web
+# request, so it gets TEST_TIMEOUT_S per answer and no retry.
+CONNECT_TIMEOUT_S = 5
 REQUEST_TIMEOUT_S = 30
+TEST_TIMEOUT_S = 10
+JOB_MAX_RETRIES = 2
 MAX_URL = 500
 MAX_TOKEN = 4096
 WEBHOOK_HEADER = "X-Redline-Webhook-Secret"
@@ -72,6 +82,13 @@ ORIGIN_SERVER = "server"
 ORIGIN_FILE = "file"
 # Advisory-lock namespace ("RDLS"): (class, project id) is held while a job of the project runs.
 JOB_LOCK_CLASS = 0x52444C53
+# Advisory-lock namespace ("RDLJ"): (class, job id) is held by the database session of the
+# worker running the job, taken *before* the job is claimed QUEUED → RUNNING and kept until it
+# is finished (also while it waits for JOB_LOCK_CLASS behind another job of the project).
+# PostgreSQL releases it when that session ends for any reason, so a RUNNING job whose lock is
+# free has lost its worker (see ``job_sweep_orphaned``).
+JOB_RUN_LOCK_CLASS = 0x52444C4A
+SQLITE_ORPHAN_AFTER = timedelta(hours=6)  # SQLite (the demo) has no advisory locks: go by age
 
 
 class LabelStudioError(Exception):
@@ -82,10 +99,27 @@ class LabelStudioError(Exception):
 # ---- Talking to Label Studio ---------------------------------------------------------------
 
 
-def _client(conn: LabelStudioConnection):
+def _http_client(*, interactive: bool = False):
+    import httpx
+
+    read = TEST_TIMEOUT_S if interactive else REQUEST_TIMEOUT_S
+    return httpx.Client(
+        timeout=httpx.Timeout(read, connect=CONNECT_TIMEOUT_S), follow_redirects=True
+    )
+
+
+def _client(conn: LabelStudioConnection, *, http=None, interactive: bool = False):
+    """The SDK client. ``http`` (an ``httpx.Client`` from ``_http_client``) is closed by the
+    caller; without it the client makes its own. Timeouts come from the httpx client (the SDK
+    passes none of its own when given one)."""
     from label_studio_sdk import LabelStudio  # the SDK is large: loaded only when used
 
-    return LabelStudio(base_url=conn.url, api_key=conn.token, timeout=REQUEST_TIMEOUT_S)
+    return LabelStudio(
+        base_url=conn.url,
+        api_key=conn.token,
+        httpx_client=http if http is not None else _http_client(interactive=interactive),
+        max_retries=0 if interactive else JOB_MAX_RETRIES,
+    )
 
 
 def _detail(body: Any) -> str:
@@ -110,9 +144,20 @@ def _call(what: str, fn, *args, **kwargs):
             f"{what}: Label Studio answered {exc.status_code}{hint}"
             + (f": {detail}" if detail else ".")
         ) from None
+    except httpx.TimeoutException as exc:
+        waited = (
+            f"did not accept a connection within {CONNECT_TIMEOUT_S} s"
+            if isinstance(exc, httpx.ConnectTimeout)
+            else "did not answer in time"
+        )
+        raise LabelStudioError(
+            f"{what}: cannot reach Label Studio: it {waited} ({type(exc).__name__}); check the "
+            "address and that the server is up."
+        ) from None
     except httpx.HTTPError as exc:
         raise LabelStudioError(
-            f"{what}: cannot reach Label Studio ({type(exc).__name__})."
+            f"{what}: cannot reach Label Studio ({type(exc).__name__}); check the address and "
+            "that the server is up."
         ) from None
 
 
@@ -213,15 +258,18 @@ class ConnectionCheck:
 
 
 def connection_test(*, conn: LabelStudioConnection) -> ConnectionCheck:
-    """Ask Label Studio who the token belongs to (and whether the linked project is there)."""
-    client = _client(conn)
+    """Ask Label Studio who the token belongs to (and whether the linked project is there).
+    Runs inside a web request: short timeouts (``CONNECT_TIMEOUT_S``, ``TEST_TIMEOUT_S``) and
+    no retry, so an unreachable or stalled server is reported in seconds."""
     try:
-        me = _as_dict(_call("Checking the token", client.users.whoami))
-        title = ""
-        if conn.ls_project_id:
-            title = _as_dict(
-                _call("Reading the linked project", client.projects.get, conn.ls_project_id)
-            ).get("title", "")
+        with _http_client(interactive=True) as http:
+            client = _client(conn, http=http, interactive=True)
+            me = _as_dict(_call("Checking the token", client.users.whoami))
+            title = ""
+            if conn.ls_project_id:
+                title = _as_dict(
+                    _call("Reading the linked project", client.projects.get, conn.ls_project_id)
+                ).get("title", "")
     except LabelStudioError as exc:
         return ConnectionCheck(ok=False, message=str(exc))
     email = str(me.get("email") or "")
@@ -295,19 +343,29 @@ def job_submit(
 
 def job_run(*, job_id: int) -> LabelStudioJob | None:
     """Run a queued job; a second call (a redelivered task) does nothing and returns None.
-    Not to be called inside a transaction: progress is written as it goes."""
-    now = timezone.now()
-    claimed = LabelStudioJob.objects.filter(pk=job_id, status=LabelStudioJobStatus.QUEUED).update(
-        status=LabelStudioJobStatus.RUNNING, started_at=now
-    )
-    if not claimed:
-        return None
+    Not to be called inside a transaction: progress is written as it goes.
+
+    The job's advisory lock (``JOB_RUN_LOCK_CLASS``) is taken before the claim and held until
+    the end, so a RUNNING job always has a live holder unless its worker died."""
+    with _job_lock(job_id) as mine:
+        if not mine:
+            return None  # another live worker holds this job (a redelivered message)
+        now = timezone.now()
+        claimed = LabelStudioJob.objects.filter(
+            pk=job_id, status=LabelStudioJobStatus.QUEUED
+        ).update(status=LabelStudioJobStatus.RUNNING, started_at=now)
+        if not claimed:
+            return None
+        return _job_run_claimed(job_id)
+
+
+def _job_run_claimed(job_id: int) -> LabelStudioJob:
     job = LabelStudioJob.objects.select_related("project").get(pk=job_id)
     report = _Report()
     started = time.monotonic()
     status, message = LabelStudioJobStatus.SUCCEEDED, ""
     try:
-        with _project_lock(job.project_id):
+        with _project_lock(job):
             if job.kind == LabelStudioJobKind.PUSH:
                 message = _push(job, report)
             elif job.kind == LabelStudioJobKind.PULL:
@@ -345,12 +403,120 @@ def _progress(job: LabelStudioJob, **fields: Any) -> None:
 
 
 @contextlib.contextmanager
-def _project_lock(project_id: int):
+def _job_lock(job_id: int) -> Iterator[bool]:
+    """Hold the job's advisory lock for the block; yields False (and holds nothing) when
+    another session holds it. Always True on SQLite, which has no advisory locks."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [JOB_RUN_LOCK_CLASS, job_id])
+        (mine,) = cursor.fetchone()
+    if not mine:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [JOB_RUN_LOCK_CLASS, job_id])
+        except Exception:  # the session is gone, and its locks with it
+            logger.warning("Could not release the advisory lock of Label Studio job %s", job_id)
+
+
+_ORPHAN_MESSAGES = {
+    LabelStudioJobKind.PUSH: (
+        "Items already pushed stay linked to their Label Studio tasks; push again to send the "
+        "rest (nothing is sent twice)."
+    ),
+    LabelStudioJobKind.PULL: (
+        "Annotations already taken stay as reviews; pull again to take the rest (nothing is "
+        "taken twice)."
+    ),
+    LabelStudioJobKind.FILE_IMPORT: (
+        "Items and reviews already imported stay; upload the file again to import the rest "
+        "(nothing is imported twice)."
+    ),
+}
+
+
+def _orphan_message(job: LabelStudioJob) -> str:
+    progress = f" after {job.done} of {job.total} tasks" if job.total else ""
+    return (
+        f"The worker running this {job.get_kind_display().lower()} stopped{progress} before it "
+        "finished (killed, out of memory, or its database connection was lost). "
+        + _ORPHAN_MESSAGES.get(job.kind, "Start it again.")
+    )
+
+
+def job_sweep_orphaned(*, now=None) -> int:
+    """Mark FAILED the RUNNING jobs whose worker died (beat task
+    ``feedback.labelstudio_sweep_orphaned``), with a message that says so and what to do,
+    and remove a dead file import's upload. Returns how many jobs were failed.
+
+    On PostgreSQL a RUNNING job is orphaned when nobody holds its ``JOB_RUN_LOCK_CLASS`` lock
+    (its worker takes it before claiming the job; PostgreSQL frees it when the worker's
+    session ends). The sweep holds the lock while it fails the job, so a late redelivery of
+    the job cannot claim it in between; the failure itself is a compare-and-set on RUNNING,
+    so a job that finished meanwhile is left as it is. On SQLite (no advisory locks) a job is
+    orphaned once it has been running for ``SQLITE_ORPHAN_AFTER``."""
+    now = now or timezone.now()
+    failed = 0
+    for job in LabelStudioJob.objects.filter(status=LabelStudioJobStatus.RUNNING).order_by("pk"):
+        if connection.vendor != "postgresql":
+            if job.started_at is None or job.started_at <= now - SQLITE_ORPHAN_AFTER:
+                failed += _fail_orphan(job, now)
+            continue
+        with _job_lock(job.pk) as free:
+            if free:
+                failed += _fail_orphan(job, now)
+    return failed
+
+
+def _fail_orphan(job: LabelStudioJob, now) -> int:
+    seconds = round((now - job.started_at).total_seconds(), 3) if job.started_at else None
+    changed = LabelStudioJob.objects.filter(pk=job.pk, status=LabelStudioJobStatus.RUNNING).update(
+        status=LabelStudioJobStatus.FAILED,
+        message=_orphan_message(job),
+        finished_at=now,
+        seconds=seconds,
+    )
+    if changed:
+        logger.warning("Label Studio job %s lost its worker; marked failed", job.pk)
+        if job.kind == LabelStudioJobKind.FILE_IMPORT and isinstance(job.scope, dict):
+            path = _upload_path(job.scope.get("path", ""))
+            if path is not None:
+                path.unlink(missing_ok=True)
+    return changed
+
+
+PROJECT_LOCK_POLL_S = 1.0
+_WAITING = "Waiting for another Label Studio job of this project to finish."
+
+
+@contextlib.contextmanager
+def _project_lock(job: LabelStudioJob):
+    """One job of a project at a time. Polled with ``pg_try_advisory_lock`` rather than a
+    blocking ``pg_advisory_lock``: a backend blocked on a lock does not notice that its
+    client died, so a worker killed while waiting would keep its job lock (and its job
+    RUNNING) until the other job ended; an idle session between tries ends at once."""
     if connection.vendor != "postgresql":
         yield
         return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [JOB_LOCK_CLASS, project_id])
+    project_id, waiting = job.project_id, False
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [JOB_LOCK_CLASS, project_id])
+            (taken,) = cursor.fetchone()
+        if taken:
+            break
+        if not waiting:
+            waiting = True
+            _progress(job, message=_WAITING)
+        time.sleep(PROJECT_LOCK_POLL_S)
+    if waiting:
+        _progress(job, message="")
     try:
         yield
     finally:
