@@ -282,6 +282,17 @@ CELERY_BEAT_SCHEDULE = {
     },
     "feedback-drift-check": {"task": "feedback.drift_check", "schedule": 3600.0},
     "training-runs-sweep-stale": {"task": "training.runs_sweep_stale", "schedule": 120.0},
+    "training-generate-sweep-stale": {
+        "task": "training.generate_sweep_stale",
+        "schedule": 120.0,
+        "options": {"queue": "default"},  # not behind long jobs on the inference queue
+    },
+    "training-evaluation-rounds-check": {
+        "task": "training.evaluation_rounds_check",
+        "schedule": 60.0,
+    },
+    "training-policies-check": {"task": "training.policies_check", "schedule": 300.0},
+    "training-cycles-advance": {"task": "training.cycles_advance", "schedule": 60.0},
 }
 
 # --- Logging ------------------------------------------------------------------------------

@@ -150,3 +150,76 @@ class CompareForm(forms.Form):
         self.fields["other"].choices = [
             (v.pk, f"#{v.pk} · {v.created_at:%Y-%m-%d %H:%M} · {v.short_sha}") for v in versions
         ]
+
+
+# --------------------------------------------------------------------------------------------
+# Training runs: the admin's "Train adapter…" page and "Train on another base model".
+
+
+class AdminTrainForm(forms.Form):
+    """The Django admin's launch form for one dataset version: base model, method and the
+    whole config as JSON (prefilled with ``defaults_for`` the chosen method and model). It
+    only parses: the settings are checked by ``training_run_create``, whose errors come back
+    onto these fields (``add_service_errors``)."""
+
+    base_model = forms.ModelChoiceField(queryset=None, empty_label=None)
+    method = forms.ChoiceField(choices=())
+    config = forms.CharField(
+        label="Config (JSON)",
+        widget=forms.Textarea(attrs={"rows": 24, "cols": 80, "spellcheck": "false"}),
+        help_text="The run's settings, used as written; a key left out takes the default for "
+        "the chosen method and model. After changing the model or the method, press "
+        "“Load defaults” to refill this box with theirs.",
+    )
+
+    def __init__(self, data=None, *, methods: list[tuple[str, str]], **kwargs):
+        from training.models import BaseModel
+
+        super().__init__(data, **kwargs)
+        self.fields["base_model"].queryset = BaseModel.objects.all()
+        self.fields["method"].choices = methods
+
+    def clean_config(self) -> dict:
+        import json
+
+        text = self.cleaned_data["config"].strip() or "{}"
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(
+                f"Not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
+            ) from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError(
+                f"Must be a JSON object ({{…}}), got {type(value).__name__}."
+            )
+        return value
+
+    def add_service_errors(self, errors: dict[str, list[str]]) -> None:
+        """Service errors onto the field they name: ``config.<setting>`` onto the config box
+        (the message keeps the setting's name), ``method`` / ``base_model`` onto theirs,
+        anything else (``dataset``) above the form, prefixed with its key."""
+        for key, messages in errors.items():
+            if key.startswith("config."):
+                setting = key.removeprefix("config.")
+                for message in messages:
+                    text = message if message.startswith(setting) else f"{setting}: {message}"
+                    self.add_error("config", text)
+            elif key in ("method", "base_model"):
+                self.add_error(key, messages)
+            else:
+                self.add_error(None, [f"{key}: {message}" for message in messages])
+
+
+class RebaseForm(forms.Form):
+    """ "Train on another base model": the base models other than the run's own."""
+
+    base_model = forms.ModelChoiceField(
+        queryset=None, empty_label=None, label="Base model", help_text=""
+    )
+
+    def __init__(self, data=None, *, run, **kwargs):
+        from training.models import BaseModel
+
+        super().__init__(data, **kwargs)
+        self.fields["base_model"].queryset = BaseModel.objects.exclude(pk=run.base_model_id)

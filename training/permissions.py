@@ -8,7 +8,14 @@ from django.http import Http404
 
 from curation.models import Role
 from curation.permissions import require_role, user_role
-from training.models import Adapter, DatasetVersion, TrainingRun
+from training.models import (
+    Adapter,
+    DatasetVersion,
+    EvaluationRound,
+    Promotion,
+    RetrainingCycle,
+    TrainingRun,
+)
 
 
 def get_dataset_version_for_user(
@@ -70,3 +77,65 @@ def get_adapter_for_user(user, adapter_id, *, role: str = Role.MANAGER) -> Adapt
         raise Http404("No such adapter.")
     require_role(project_role, role)
     return adapter
+
+
+# The loop's objects (evaluation rounds, promotions, retraining cycles) are read by the
+# project's managers (and admins); experts never see them: a round's page names which answer
+# was whose.
+
+
+def _scoped(model, what: str, user, pk, *, role: str, slug: str | None, related=()):
+    try:
+        pk = int(pk)
+    except (TypeError, ValueError):
+        raise Http404(f"No such {what}.") from None
+    obj = model.objects.select_related("project", *related).filter(pk=pk).first()
+    if obj is None or (slug is not None and obj.project.slug != slug):
+        raise Http404(f"No such {what}.")
+    project_role = user_role(user, obj.project)
+    if project_role is None:
+        raise Http404(f"No such {what}.")
+    require_role(project_role, role)
+    obj.project.user_role = project_role
+    return obj
+
+
+def get_round_for_user(
+    user, round_id, *, role: str = Role.MANAGER, slug: str | None = None
+) -> EvaluationRound:
+    return _scoped(
+        EvaluationRound,
+        "evaluation round",
+        user,
+        round_id,
+        role=role,
+        slug=slug,
+        related=(
+            "subject__run__base_model",
+            "baseline_adapter__run",
+            "baseline_base_model",
+            "dataset_version",
+            "generation_job",
+            "created_by",
+        ),
+    )
+
+
+def get_promotion_for_user(
+    user, promotion_id, *, role: str = Role.MANAGER, slug: str | None = None
+) -> Promotion:
+    return _scoped(
+        Promotion,
+        "promotion",
+        user,
+        promotion_id,
+        role=role,
+        slug=slug,
+        related=("adapter__run", "base_model"),
+    )
+
+
+def get_cycle_for_user(
+    user, cycle_id, *, role: str = Role.MANAGER, slug: str | None = None
+) -> RetrainingCycle:
+    return _scoped(RetrainingCycle, "retraining cycle", user, cycle_id, role=role, slug=slug)

@@ -158,7 +158,10 @@ def alert_delivery_queue(*, alert: DriftAlert) -> None:
         alert_deliver_task.delay_on_commit(alert.pk)
 
 
-def _destination_check(url: str) -> None:
+def webhook_destination_check(url: str) -> None:
+    """Refuse a webhook URL that is not http(s) with a host, or (unless
+    ``REDLINE_WEBHOOK_ALLOW_PRIVATE``) whose host resolves to a non-public address. Raises
+    ``DeliveryFailed`` saying why. Run it before every ``webhook_post``."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DeliveryFailed("The webhook URL must be http:// or https:// with a host.")
@@ -186,8 +189,10 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
 
 
-def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
-    # The scheme is http or https: _destination_check runs first.
+def webhook_post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    """POST ``body`` to ``url`` (no proxy, no redirects, ``WEBHOOK_TIMEOUT_S``); the HTTP
+    status. Raises ``DeliveryFailed`` for an HTTP error or an unreachable host."""
+    # The scheme is http or https: webhook_destination_check runs first.
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
     try:
         with _opener.open(request, timeout=WEBHOOK_TIMEOUT_S) as response:
@@ -226,8 +231,8 @@ def alert_deliver(*, alert_id: int) -> bool:
     }
     attempts = alert.delivery_attempts + 1
     try:
-        _destination_check(webhook.url)
-        status = _post(webhook.url, body, headers)
+        webhook_destination_check(webhook.url)
+        status = webhook_post(webhook.url, body, headers)
         if not 200 <= status < 300:
             raise DeliveryFailed(f"HTTP {status} from the webhook")
     except DeliveryFailed as exc:

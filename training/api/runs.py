@@ -72,14 +72,31 @@ class AdapterOutputSerializer(serializers.ModelSerializer):
     base_model = serializers.CharField(source="run.base_model.name")
     method = serializers.CharField(source="run.method")
     run_url = serializers.SerializerMethodField()
+    lineage = serializers.SerializerMethodField()
 
     class Meta:
         model = Adapter
         fields = ["id", "run", "dataset", "base_model", "method", "path", "manifest", "metrics",
-                  "created_at", "run_url"]  # fmt: skip
+                  "lineage", "created_at", "run_url"]  # fmt: skip
 
     def get_run_url(self, adapter) -> str:
         return reverse("api:training-run-detail", args=[adapter.run_id])
+
+    def get_lineage(self, adapter) -> dict:
+        """Run → dataset version → decisions → experts, as the adapter page shows it."""
+        run = adapter.run
+        return {
+            "run": run.pk,
+            "dataset_version": {
+                "id": run.dataset_version_id,
+                "content_sha256": run.dataset_version.content_sha256,
+            },
+            **services_runs.adapter_lineage_get(adapter),
+        }
+
+
+class RebaseInputSerializer(serializers.Serializer):
+    base_model = serializers.CharField(help_text="Base model id or name.")
 
 
 def _base_model(value: str) -> BaseModel:
@@ -137,6 +154,29 @@ class AdapterDetailApi(APIView):
     def get(self, request, adapter_id: int):
         adapter = get_adapter_for_user(request.user, adapter_id)
         return Response(AdapterOutputSerializer(adapter).data)
+
+
+class AdapterRebaseApi(APIView):
+    @extend_schema(
+        request=RebaseInputSerializer,
+        responses={
+            201: OpenApiResponse(TrainingRunOutputSerializer, description="Queued."),
+            400: OpenApiResponse(description="Errors by field (base_model, config.<setting>…)."),
+        },
+        description="Train on another base model: the adapter's dataset version and settings "
+        "on the chosen base model, as a new queued run (admins only).",
+    )
+    def post(self, request, adapter_id: int):
+        adapter = get_adapter_for_user(request.user, adapter_id, role=ADMIN)
+        data = RebaseInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        run = services_runs.training_run_rebase(
+            run=adapter.run,
+            base_model=_base_model(data.validated_data["base_model"]),
+            user=request.user,
+            via="api",
+        )
+        return Response(TrainingRunOutputSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
 class BaseModelsApi(APIView):

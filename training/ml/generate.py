@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,34 @@ class Generator:
         With `seed`, sampling is reproducible for the same prompts, batch and settings; the
         global random state is left as it was.
         """
+        return [
+            text
+            for text, _ in self.generate_counted(
+                prompts,
+                adapter=adapter,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+                batch_size=batch_size,
+            )
+        ]
+
+    def generate_counted(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        adapter: str | None = None,
+        max_new_tokens: int = 128,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        seed: int | None = None,
+        batch_size: int = 8,
+        on_step: Callable[[], None] | None = None,
+    ) -> list[tuple[str, int]]:
+        """`generate`, with the number of new tokens of each completion (up to and including
+        its end-of-sequence token; the padding after it is not counted). `on_step` is called
+        after every decoding step (e.g. a throttled heartbeat); it cannot stop generation."""
         import torch
 
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], dict)):
@@ -136,7 +164,10 @@ class Generator:
             else {"do_sample": False}
         )
         limit = getattr(self.model.config, "max_position_embeddings", None) or 2048
-        outputs: list[str] = []
+        outputs: list[tuple[str, int]] = []
+        extra: dict[str, Any] = {}
+        if on_step is not None:
+            extra["stopping_criteria"] = _step_callbacks(on_step)
         devices = [torch.cuda.current_device()] if self.device == "cuda" else []
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
             if seed is not None:
@@ -157,14 +188,24 @@ class Generator:
                         max_new_tokens=max_new_tokens,
                         pad_token_id=self.tokenizer.pad_token_id,
                         eos_token_id=self.tokenizer.eos_token_id,
+                        **extra,
                         **sampling,
                     )
                 new_tokens = generated[:, encoded["input_ids"].shape[1] :]
+                texts_out = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
                 outputs.extend(
-                    text.strip()
-                    for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                    (text.strip(), count)
+                    for text, count in zip(texts_out, self._counts(new_tokens), strict=True)
                 )
         return outputs
+
+    def _counts(self, new_tokens) -> list[int]:
+        """Generated tokens per row: up to the first end-of-sequence token, inclusive."""
+        eos = self.tokenizer.eos_token_id
+        counts = []
+        for row in new_tokens.tolist():
+            counts.append(row.index(eos) + 1 if eos is not None and eos in row else len(row))
+        return counts
 
     def _adapter_context(self, adapter: str | None):
         import contextlib
@@ -175,3 +216,16 @@ class Generator:
             return self._peft.disable_adapter()
         self._peft.set_adapter(adapter)
         return contextlib.nullcontext()
+
+
+def _step_callbacks(on_step: Callable[[], None]):
+    """A transformers stopping criterion that never stops: it calls `on_step` each step."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Each(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            on_step()
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Each()])

@@ -242,9 +242,23 @@ def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
     return run
 
 
-def training_run_rebase(*, run: TrainingRun, base_model: BaseModel, user) -> TrainingRun:
-    """The same dataset version and settings on another base model (settings the new model
-    cannot take, e.g. target modules, are refused by field)."""
+def training_run_rebase(
+    *, run: TrainingRun, base_model: BaseModel, user, via: str = "web"
+) -> TrainingRun:
+    """The same dataset version and settings on another base model, queued like any run
+    (so adapters outlive base-model upgrades). Settings the new model cannot take (target
+    modules it lacks) are refused by field, as by ``training_run_create``; rebasing onto
+    the run's own base model is refused under ``base_model``.
+
+    Preconditions: the caller checked that ``user`` is an admin of the run's project."""
+    if base_model.pk == run.base_model_id:
+        raise ValidationError(
+            {
+                "base_model": [
+                    f"Run {run.pk} was already trained on {base_model.name}: pick another."
+                ]
+            }
+        )
     config = dict(run.config)
     return training_run_create(
         user=user,
@@ -252,7 +266,74 @@ def training_run_rebase(*, run: TrainingRun, base_model: BaseModel, user) -> Tra
         base_model=base_model,
         method=run.method,
         config=config,
+        via=via,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# lineage: the decisions and experts behind an adapter
+
+
+def lineage_summary(version: DatasetVersion, method: str) -> dict[str, Any]:
+    """What a run on ``version`` learns from, summed over the lineage file of the train split
+    of the method's kind (one JSON line per row naming its item, reviews, experts and
+    guideline versions): rows, decisions (one final decision per item), reviews, the experts
+    (ids and usernames) and the guideline versions they worked under. Written into the
+    adapter's manifest when the run publishes it, so pages never read lineage files."""
+    from django.contrib.auth import get_user_model
+
+    kind = METHOD_KIND[method]
+    folder = Path(settings.STORAGE_DIR) / version.storage_path
+    rows = 0
+    items: set[int] = set()
+    reviews: set[int] = set()
+    experts: set[int] = set()
+    guidelines: set[int] = set()
+    names = []
+    for f in version.files:
+        if f.get("kind") != kind or f.get("split", "train") != "train" or not f.get("lineage"):
+            continue
+        path = folder / f["lineage"]["name"]
+        if not path.is_file():
+            continue
+        names.append(f["lineage"]["name"])
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                record = json.loads(line)
+                rows += 1
+                items.add(record.get("item_id"))
+                reviews.update(r for r in record.get("reviews") or [] if r is not None)
+                experts.update(e for e in record.get("experts") or [] if e is not None)
+                guidelines.update(
+                    g for g in record.get("guideline_versions") or [] if g is not None
+                )
+    users = dict(get_user_model().objects.filter(pk__in=experts).values_list("pk", "username"))
+    return {
+        "kind": kind,
+        "files": names,
+        "rows": rows,
+        "decisions": len(items - {None}),
+        "decisions_selected": (version.manifest.get("decisions") or {}).get(
+            "selected", version.items_total
+        ),
+        "reviews": len(reviews),
+        "experts": [
+            {"id": pk, "username": users.get(pk, "")}
+            for pk in sorted(experts, key=lambda pk: (users.get(pk, ""), pk))
+        ],
+        "guideline_versions": sorted(guidelines),
+    }
+
+
+def adapter_lineage_get(adapter: Adapter) -> dict[str, Any]:
+    """The adapter's lineage summary: the one its manifest carries (written when the run
+    published it) or, for an adapter published before manifests carried one, computed from
+    the dataset version's lineage files now. ``stored`` says which."""
+    stored = (adapter.manifest or {}).get("lineage")
+    if isinstance(stored, dict) and "decisions" in stored:
+        return {**stored, "stored": True}
+    run = adapter.run
+    return {**lineage_summary(run.dataset_version, run.method), "stored": False}
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,6 +453,7 @@ def run_execute(*, run_id: int) -> str | None:
         from training.ml.train import train
 
         train_file, eval_file = dataset_files(run.dataset_version, run.method)
+        lineage = lineage_summary(run.dataset_version, run.method)
         result = train(
             base_dir=run.base_model.resolved_reference(),
             base_revision=run.base_model.revision or None,
@@ -390,6 +472,7 @@ def run_execute(*, run_id: int) -> str | None:
                 },
                 "base_model_name": run.base_model.name,
                 "code_version": _code_version(),
+                "lineage": lineage,
             },
         )
     except Exception as exc:  # any failure ends the run FAILED with the traceback in its log
@@ -446,23 +529,35 @@ def _code_version() -> str:
 
 def runs_fail_stale(*, older_than: timedelta = STALE_AFTER) -> int:
     """Fail RUNNING runs whose heartbeat is older than ``older_than`` (their worker died:
-    killed, out of memory, machine lost). Returns how many were failed."""
+    killed, out of memory, machine lost), saying so in ``error`` and the log, and remove the
+    partial adapter folder the dead worker left (``adapters/.<id>.tmp-*``). Each run is failed
+    by compare-and-set on its status and stale heartbeat, so a run whose worker beats again in
+    between is left alone. Returns how many were failed."""
     cutoff = timezone.now() - older_than
-    minutes = older_than.total_seconds() / 60
+    seconds = older_than.total_seconds()
+    age = f"{seconds / 60:g} minutes" if seconds >= 120 else f"{seconds:g} seconds"
     message = (
-        f"No heartbeat for {minutes:g} minutes: the worker running this run stopped "
+        f"No heartbeat for {age}: the worker running this run stopped "
         "(killed, out of memory or lost). Launch it again."
     )
     failed = 0
     for run in TrainingRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff):
-        failed += TrainingRun.objects.filter(
+        done = TrainingRun.objects.filter(
             pk=run.pk, status=RunStatus.RUNNING, heartbeat_at__lt=cutoff
         ).update(
             status=RunStatus.FAILED,
             error=message,
+            phase="",
+            eta_s=None,
             finished_at=timezone.now(),
             log=(run.log + "\n" + message)[-LOG_TAIL_CHARS:],
         )
+        if done:
+            failed += 1
+            out = adapter_dir(run.pk)
+            for partial in out.parent.glob(f".{out.name}.tmp-*"):
+                shutil.rmtree(partial, ignore_errors=True)
+            logger.warning("training run %s failed by the sweep: %s", run.pk, message)
     return failed
 
 

@@ -18,10 +18,11 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 
 from curation.models import Role
-from curation.permissions import get_project_for_user
+from curation.permissions import get_project_for_user, user_role
 from redline.lib.zipstream import zip_stream
+from training.forms import RebaseForm
 from training.ml.config import SettingsError, defaults_for
-from training.models import Adapter, BaseModel, DatasetStatus, TrainingMethod
+from training.models import Adapter, BaseModel, DatasetStatus, TrainingMethod, TrainingRun
 from training.permissions import (
     get_adapter_for_user,
     get_dataset_version_for_user,
@@ -232,44 +233,19 @@ def run_launch(request, slug: str, version_id: int):
 # Adapters of a project: lineage and download.
 
 
-def version_experts(version, kind: str) -> tuple[int, list[str]]:
-    """(items, expert usernames) behind a version's rows of ``kind``, read from its lineage
-    files (one JSON line per row, each naming the item and its experts)."""
-    from django.contrib.auth import get_user_model
-
-    from training.selectors import version_dir
-
-    folder = version_dir(version)
-    items: set[int] = set()
-    experts: set[int] = set()
-    for f in version.files:
-        if f.get("kind") != kind or not f.get("lineage"):
-            continue
-        path = folder / f["lineage"]["name"]
-        if not path.is_file():
-            continue
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                record = json.loads(line)
-                items.add(record.get("item_id"))
-                experts.update(e for e in record.get("experts") or [] if e is not None)
-    names = sorted(
-        get_user_model().objects.filter(pk__in=experts).values_list("username", flat=True)
-    )
-    return len(items), names
-
-
 def adapter_lineage(adapter) -> dict:
+    """One adapter with its lineage for the pages: run → dataset version → decisions →
+    experts. The summary comes from the adapter's manifest (``adapter_lineage_get``)."""
     run = adapter.run
-    version = run.dataset_version
-    items, experts = version_experts(version, services_runs.METHOD_KIND[run.method])
+    lineage = services_runs.adapter_lineage_get(adapter)
     return {
         "adapter": adapter,
         "run": run,
-        "version": version,
-        "decisions": (version.manifest.get("decisions") or {}).get("selected", version.items_total),
-        "items": items,
-        "experts": experts,
+        "version": run.dataset_version,
+        "lineage": lineage,
+        "decisions": lineage["decisions_selected"],
+        "items": lineage["decisions"],
+        "experts": [e["username"] or f"user {e['id']}" for e in lineage["experts"]],
         "final_loss": adapter.metrics.get("last_loss", run.loss),
     }
 
@@ -290,6 +266,81 @@ def adapter_list(request, slug: str):
     return render(request, "training/adapter_list.html", context)
 
 
+def _adapter_in_project(request, slug: str, adapter_id: int, *, role: str = Role.MANAGER):
+    adapter = get_adapter_for_user(request.user, adapter_id, role=role)
+    if adapter.run.dataset_version.project.slug != slug:
+        raise Http404("No such adapter.")
+    return adapter
+
+
+def _adapter_context(request, adapter, rebase_form=None) -> dict:
+    project = adapter.run.dataset_version.project
+    role = user_role(request.user, project)
+    project.user_role = role
+    is_admin = role == ADMIN
+    if is_admin and rebase_form is None:
+        rebase_form = RebaseForm(run=adapter.run)
+    manifest = adapter.manifest or {}
+    return {
+        "project": project,
+        "nav": "adapters",
+        **adapter_lineage(adapter),
+        "manifest": manifest,
+        "manifest_json": json.dumps(manifest, indent=2, sort_keys=True, default=str),
+        "metrics": sorted((adapter.metrics or {}).items()),
+        "rebase_form": rebase_form if is_admin else None,
+        "rebase_runs": TrainingRun.objects.filter(
+            dataset_version=adapter.run.dataset_version, method=adapter.run.method
+        )
+        .exclude(pk=adapter.run_id)
+        .select_related("base_model")[:20],
+    }
+
+
+@login_required
+@require_GET
+def adapter_detail(request, slug: str, adapter_id: int):
+    """One adapter: manifest, final metrics, lineage (run → dataset version → decisions →
+    experts), download, Try it, and (admins) "Train on another base model"."""
+    adapter = _adapter_in_project(request, slug, adapter_id)
+    return render(request, "training/adapter_detail.html", _adapter_context(request, adapter))
+
+
+@login_required
+@require_POST
+def adapter_rebase(request, slug: str, adapter_id: int):
+    """ "Train on another base model" (admins): the adapter's dataset version and settings on
+    the chosen base model; a redirect to the new run's page, or the adapter page again (400)
+    with the error under its field."""
+    adapter = _adapter_in_project(request, slug, adapter_id, role=ADMIN)
+    form = RebaseForm(request.POST, run=adapter.run)
+    if form.is_valid():
+        try:
+            run = services_runs.training_run_rebase(
+                run=adapter.run,
+                base_model=form.cleaned_data["base_model"],
+                user=request.user,
+                via="web",
+            )
+        except ValidationError as exc:
+            for key, errors in exc.message_dict.items():
+                field = "base_model" if key == "base_model" else None
+                form.add_error(field, errors if field else [f"{key}: {e}" for e in errors])
+        else:
+            messages.success(
+                request,
+                f"Run {run.pk} is queued: run {adapter.run_id}'s dataset version and settings "
+                f"on {run.base_model.name}.",
+            )
+            return redirect("training:run_detail", slug=slug, run_id=run.pk)
+    return render(
+        request,
+        "training/adapter_detail.html",
+        _adapter_context(request, adapter, rebase_form=form),
+        status=400,
+    )
+
+
 def adapter_archive(folder: Path, prefix: str, chunk_size: int = 1024 * 1024):
     """Every file under ``folder`` in one zip, compressed as it is sent."""
     files = (
@@ -302,9 +353,7 @@ def adapter_archive(folder: Path, prefix: str, chunk_size: int = 1024 * 1024):
 @login_required
 @require_GET
 def adapter_download(request, slug: str, adapter_id: int):
-    adapter = get_adapter_for_user(request.user, adapter_id)
-    if adapter.run.dataset_version.project.slug != slug:
-        raise Http404("No such adapter.")
+    adapter = _adapter_in_project(request, slug, adapter_id)
     from django.conf import settings
 
     root = Path(settings.STORAGE_DIR).resolve()
