@@ -55,15 +55,24 @@ $(STAMP):
 
 install: $(STAMP)
 
+# Base models the demo prepares and registers (each once: a model already prepared is only
+# registered again). `tiny` trains in seconds but answers in noise; SmolLM2-135M-Instruct
+# (about a minute to prepare the first time, 540 MB) answers in language, so Try it and the
+# evaluation rounds read as they would with a real model. `make demo DEMO_MODELS=tiny` skips it.
+DEMO_MODELS ?= tiny smollm2
 demo: export REDLINE_DEBUG = 1
 demo: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput -v0
-	$(BIN)/python manage.py seed_demo
+	@for model in $(DEMO_MODELS); do $(BIN)/python manage.py prepare_models $$model; done
+	$(BIN)/python manage.py seed_demo --loop
 	@echo
 	@echo "Redline demo: http://127.0.0.1:$(PORT)/   (Ctrl-C stops the web server and the worker)"
 	@echo
+	@# -B: the worker runs beat too (rounds closing, sweeps, retraining policies); its
+	@# schedule file lives beside the demo's database.
 	@trap 'kill 0' EXIT; \
-	$(BIN)/celery -A redline worker -Q default,datasets,training,inference -c 1 \
+	$(BIN)/celery -A redline worker -B -Q default,datasets,training,inference -c 1 \
+		--schedule "$${REDLINE_VAR_DIR:-$(CURDIR)/var}/celerybeat-schedule" \
 		--max-tasks-per-child=1 --loglevel=INFO -n demo@%h & \
 	$(BIN)/python manage.py runserver --noreload 127.0.0.1:$(PORT)
 

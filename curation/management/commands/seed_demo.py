@@ -1,4 +1,9 @@
-"""Create the demo users and project. Safe to run again: users get fresh passwords."""
+"""Create the demo users and project. Safe to run again: users get fresh passwords.
+
+``--loop`` (what ``make demo`` runs) also seeds what the training loop needs on a fresh
+project: expert2 and expert1 give first and second opinions on more items, so that most of
+them have final decisions, and a first dataset version is built from them (through the same
+services as the web pages), so an admin can train an adapter at once."""
 
 from __future__ import annotations
 
@@ -47,13 +52,43 @@ DEMO_LABELS = [
 ]
 DEMO_SLUG = "support-answers"
 DEMO_ITEMS = Path(__file__).resolve().parents[2] / "demo" / "support_answers.jsonl"
+# ``--loop``: expert2 reviews the first LOOP_ITEMS items of the queue (a second opinion on
+# expert3's, a first one on the rest) and expert1 gives the second opinion on the rest; the
+# items after those stay open for the visitors. One of expert3's decisions gets a dissent,
+# for the adjudication page.
+LOOP_ITEMS = 30
+# The first dataset version: every decision kind, with an eval split large enough to hold a
+# few prompts for an evaluation round (the default 0.1 would leave two or three).
+LOOP_VERSION = {"kinds": ["sft", "preference", "kto"], "eval_fraction": 0.25, "seed": 0}
 
 
 class Command(BaseCommand):
-    help = "Create demo users (admin, manager, two experts) and a demo project; print passwords."
+    help = (
+        "Create demo users (admin, manager, three experts) and a demo project; print passwords. "
+        "--loop: also decisions by every expert and a first dataset version."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--loop",
+            action="store_true",
+            help="on a fresh project, also seed decisions by expert1 and expert2 and build a "
+            "first dataset version from them",
+        )
+
+    def handle(self, *args, loop=False, **options):
+        project, fresh, users, passwords = self._seed(loop=loop)
+        if fresh and loop:
+            # Outside the seeding transaction: on SQLite a build reads in its own snapshot.
+            self._seed_version(project, users["manager"][0])
+        self.stdout.write("Demo users (passwords are new on every run):")
+        for username, role, _ in DEMO_USERS:
+            self.stdout.write(
+                f"  {username:<9} {role or 'admin':<8} password: {passwords[username]}"
+            )
 
     @transaction.atomic
-    def handle(self, *args, **options):
+    def _seed(self, *, loop: bool):
         User = get_user_model()
         passwords = {}
         users = {}
@@ -111,11 +146,13 @@ class Command(BaseCommand):
         if fresh:
             decided = self._seed_history(project, users["expert3"][0])
             self.stdout.write(f"Demo history: expert3 decided {decided} items.")
-        self.stdout.write("Demo users (passwords are new on every run):")
-        for username, role, _ in DEMO_USERS:
-            self.stdout.write(
-                f"  {username:<9} {role or 'admin':<8} password: {passwords[username]}"
-            )
+            if loop:
+                final = self._seed_opinions(project, users["expert2"][0], users["expert1"][0])
+                self.stdout.write(
+                    f"Demo history: expert1 and expert2 reviewed too; {final} items have "
+                    "final decisions."
+                )
+        return project, fresh, users, passwords
 
     def _seed_history(self, project, expert) -> int:
         """A first expert's decisions on a dozen items, so the queue, dashboard and
@@ -160,3 +197,102 @@ class Command(BaseCommand):
             review_submit(item=item, expert=expert, verdict=verdict, time_spent_ms=23_000, **fields)
             decided += verdict != "skip"
         return decided
+
+    def _seed_opinions(self, project, expert2, expert1) -> int:
+        """expert2 takes the first ``LOOP_ITEMS`` items of their queue: on expert3's it agrees
+        (but rejects one that expert3 accepted, which leaves it to adjudicate), on the others
+        it decides afresh; expert1 then agrees with expert2 on each of those. Returns how
+        many items have a final (non-adjudication) outcome."""
+        from curation.services.queue import queue_claim_next, queue_lease_release
+        from feedback.models import ItemOutcome, Outcome, Review
+        from feedback.services import review_submit
+
+        dissent = False
+        for n in range(LOOP_ITEMS):
+            claim = queue_claim_next(project=project, expert=expert2)
+            if claim is None:
+                break
+            item = claim.item
+            candidates = list(item.candidates.order_by("position"))
+            prior = Review.objects.filter(item=item, expert__username="expert3").first()
+            if prior is not None and prior.verdict != "skip":
+                fields = _same_as(prior)
+                if not dissent and prior.verdict == "accept":
+                    fields |= {
+                        "verdict": "reject",
+                        "rationale": "Too vague: the customer asked for the steps.",
+                    }
+                    dissent = True
+            else:
+                fields = _fresh(n, candidates)
+            review_submit(item=item, expert=expert2, time_spent_ms=19_000, **fields)
+        while (claim := queue_claim_next(project=project, expert=expert1)) is not None:
+            prior = Review.objects.filter(item=claim.item, expert=expert2).first()
+            if prior is None:  # past expert2's items: leave the rest to the visitors
+                queue_lease_release(item=claim.item, expert=expert1)
+                break
+            review_submit(item=claim.item, expert=expert1, time_spent_ms=21_000, **_same_as(prior))
+        return (
+            ItemOutcome.objects.filter(project=project)
+            .exclude(outcome=Outcome.NEEDS_ADJUDICATION)
+            .count()
+        )
+
+    def _seed_version(self, project, manager) -> None:
+        """The first dataset version, built here the way the datasets worker builds one."""
+        from training.models import DatasetStatus
+        from training.services import dataset_version_build, dataset_version_request
+
+        version, _ = dataset_version_request(
+            project=project, user=manager, params=LOOP_VERSION, via="cli", enqueue=False
+        )
+        if version.status == DatasetStatus.QUEUED:
+            version = dataset_version_build(version_id=version.pk) or version
+        version.refresh_from_db()
+        if version.status != DatasetStatus.SUCCEEDED:
+            raise RuntimeError(f"The demo dataset version did not build: {version.error}")
+        splits = {
+            split: sum(c.get(split, 0) for c in version.row_counts.values())
+            for split in ("train", "eval")
+        }
+        self.stdout.write(
+            f"Demo dataset version {version.pk}: {version.items_total} decisions, "
+            f"{splits['train']} train rows and {splits['eval']} eval rows."
+        )
+
+
+def _same_as(review) -> dict:
+    """The fields of a second opinion that agrees with ``review``."""
+    return {
+        "verdict": review.verdict,
+        "candidate": review.candidate_id,
+        "corrected_output": review.corrected_output,
+        "preferred_candidate": review.preferred_candidate_id,
+        "tie": review.tie,
+        "labels": review.labels,
+        "rationale": review.rationale,
+    }
+
+
+def _fresh(n: int, candidates) -> dict:
+    """A first opinion on an item: mostly accepts (preferring one draft of two), a correction
+    every fifth item, a rejection every seventh."""
+    first = candidates[0]
+    labels = {"tone": ("friendly", "neutral", "curt")[n % 3], "helpfulness": n % 5 + 1}
+    fields = {"verdict": "accept", "labels": labels}
+    if len(candidates) > 1:
+        fields["preferred_candidate"] = candidates[n % 2].pk
+    if n % 7 == 3:
+        return {
+            "verdict": "reject",
+            "labels": labels,
+            "rationale": "Promises a refund the policy does not allow.",
+        }
+    if n % 5 == 1:
+        target = candidates[n % 2] if len(candidates) > 1 else first
+        fields |= {
+            "verdict": "correct",
+            "candidate": target.pk,
+            "corrected_output": target.output.rstrip(".") + ": the steps are in our help centre.",
+        }
+    return fields
