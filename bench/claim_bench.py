@@ -140,6 +140,9 @@ def experts_for(project: Project) -> list[tuple[object, str]]:
 
 
 def free_port() -> int:
+    """BENCH_PORT when set (machines shared with others hand out port ranges), else any."""
+    if os.environ.get("BENCH_PORT"):
+        return int(os.environ["BENCH_PORT"])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -154,12 +157,14 @@ def start_server(port: int) -> subprocess.Popen:
             "redline.wsgi:application",
             "--bind",
             f"127.0.0.1:{port}",
+            # One worker per core, each with enough threads to cover the time its requests
+            # wait on PostgreSQL (bench/review_bench.py compared 3×4, 3×8, 2×6 and sync).
             "--workers",
-            os.environ.get("BENCH_WORKERS", "3"),
+            os.environ.get("BENCH_WORKERS", "2"),
             "--worker-class",
-            "gthread",
+            os.environ.get("BENCH_WORKER_CLASS", "gthread"),
             "--threads",
-            os.environ.get("BENCH_THREADS", "8"),
+            os.environ.get("BENCH_THREADS", "6"),
             "--keep-alive",
             "30",
             "--log-level",

@@ -11,9 +11,18 @@
    ``claim_next``), server time p50/p95/p99.
 3. 32 experts at once over HTTP on a ``--loop-items`` project (default 100k), each looping
    submit-then-next through the API: decisions per second, next-item latency p50/p95/p99 as the
-   client sees it, and SQL checks afterwards that no item got more than k holders or reviews
-   and nobody got an item twice. Label Studio 1.23 on this kind of machine: ~5 decisions/s,
-   next-task p95 ~5 s.
+   client sees it, CPU per decision of the web server's processes, of this database's
+   PostgreSQL backends and of this client (from /proc), how much CPU other processes on the
+   machine used meanwhile, and SQL checks afterwards that no item got more than k holders or
+   reviews and nobody got an item twice. Label Studio 1.23 on this kind of machine: ~5
+   decisions/s, next-task p95 ~5 s.
+
+The client is a small asyncio HTTP/1.1 keep-alive client (about 0.25 ms of CPU per decision),
+so it takes little CPU from the server; the server is gunicorn in its own processes
+(``BENCH_WORKERS`` × ``BENCH_THREADS`` gthread, default 2 × 6; ``BENCH_WORKER_CLASS``;
+``BENCH_PORT``, default any free port), with real token authentication and PostgreSQL.
+Every scenario starts from a vacuumed project. On a machine shared with other work, run it a
+few times: the CPU per decision moves less than decisions per second.
 
 Needs PostgreSQL (DATABASE_URL; the database is created if missing). Not a test: run by hand.
 """
@@ -109,6 +118,18 @@ def prepare(n: int) -> tuple[Project, list]:
     if project is not None:
         forget_decisions(project)
     project = cb.project_with_items(n)
+    # Resetting leaves dead rows and index entries behind; without a vacuum every run would
+    # start slower than the one before (production tables are autovacuumed).
+    with connection.cursor() as cur:
+        for table in (
+            "curation_item",
+            "curation_assignment",
+            "feedback_review",
+            "feedback_reviewrevision",
+            "feedback_auditevent",
+            "feedback_itemoutcome",
+        ):
+            cur.execute(f"VACUUM ANALYZE {table}")
     return project, cb.experts_for(project)
 
 
@@ -122,6 +143,61 @@ def forget_decisions(project: Project) -> None:
             [project.pk],
         )
         cur.execute("DELETE FROM feedback_review WHERE project_id = %s", [project.pk])
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc (0 when it has gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(server) -> dict[str, dict[int, float]]:
+    """CPU used so far by the web server's processes, this database's PostgreSQL backends and
+    this client (Linux only: /proc; everything runs on this machine)."""
+    server_pids = [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _pgid(int(p.name)) == server.pid
+    ]
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+        db_pids = [row[0] for row in cur.fetchall()]
+    return {
+        "server": {pid: _proc_cpu(pid) for pid in server_pids},
+        "db": {pid: _proc_cpu(pid) for pid in db_pids},
+        "client": {0: sum(os.times()[:2])},
+        "machine": {0: _machine_busy()},
+    }
+
+
+def _machine_busy() -> float:
+    """CPU seconds every process on the machine has used (all cores; /proc/stat)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def cpu_used(before: dict, after: dict) -> dict[str, float]:
+    """Seconds of CPU per role between two snapshots (processes started in between count
+    from zero)."""
+    return {
+        role: sum(t - before[role].get(pid, 0.0) for pid, t in after[role].items())
+        for role in after
+    }
 
 
 def integrity(project: Project) -> tuple[int, int, int]:
@@ -299,12 +375,25 @@ def main() -> None:
 
         project, users = prepare(args.loop_items)
         asyncio.run(api_loop(port, users, project, seconds=2, concurrency=8))  # warm up
+        before = cpu_snapshot(server)
         lat, srv, decided, wall = asyncio.run(
             api_loop(port, users, project, seconds=args.seconds, concurrency=cb.EXPERTS)
         )
+        used = cpu_used(before, cpu_snapshot(server))
         print(
             f"\n{cb.EXPERTS} experts over HTTP, {args.loop_items:,} items, submit-then-next loop: "
             f"{decided / wall:.1f} decisions/s over {wall:.1f} s ({decided:,} decisions)"
+        )
+        per = {role: seconds / max(decided, 1) * 1e3 for role, seconds in used.items()}
+        print(
+            f"  CPU per decision (ms): web server {per['server']:.2f}, PostgreSQL {per['db']:.2f}, "
+            f"this client {per['client']:.2f}, total "
+            f"{per['server'] + per['db'] + per['client']:.2f}"
+        )
+        others = used["machine"] - sum(used[r] for r in ("server", "db", "client"))
+        print(
+            f"  other processes on the machine meanwhile: {max(others, 0) / wall:.2f} of "
+            f"{os.cpu_count()} cores"
         )
         print(f"  next item as the client sees it p50 / p95 / p99 (ms): {fmt(lat, 1e3)}")
         print(f"  server time p50 / p95 / p99 (ms): {fmt(srv)}")

@@ -4,6 +4,8 @@ job, so the API and the review page refuse the same things with the same message
 
 from __future__ import annotations
 
+import re
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -118,6 +120,76 @@ class ReviewSubmitInputSerializer(serializers.Serializer):
     )
 
 
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")  # what DRF's CharField validators refuse
+
+
+def _plain_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _plain_text(value) -> bool:
+    return isinstance(value, str) and not _BAD_TEXT.search(value)
+
+
+def review_submit_input(data) -> dict | None:
+    """``ReviewSubmitInputSerializer(data=data).validated_data`` without building the
+    serializer, for the review hot path; None when ``data`` is not a plain JSON object whose
+    every field has its plain type (the caller then runs the serializer, which gives the
+    answer and the errors). It accepts nothing the serializer refuses and returns what the
+    serializer returns (tests/feedback/test_api_fast_path.py holds the two side by side)."""
+    if type(data) is not dict:  # a JSON body; forms (QueryDict) take the serializer
+        return None
+    verdict = data.get("verdict")
+    if not isinstance(verdict, str) or verdict not in Verdict.values:
+        return None
+    out = {"verdict": verdict}
+    for name in ("candidate", "rating", "guideline_version"):
+        value = data.get(name)
+        if value is not None and not _plain_int(value):
+            return None
+        out[name] = value
+    for name in ("corrected_output", "rationale"):
+        value = data.get(name, "")
+        if value is not None and not _plain_text(value):
+            return None
+        out[name] = value
+    preference = data.get("preferred_candidate")
+    if not (preference is None or preference == TIE or _plain_int(preference)):
+        return None
+    out["preferred_candidate"] = preference
+    labels = data.get("labels", _MISSING)
+    if labels is _MISSING:
+        labels = {}
+    elif type(labels) is not dict:
+        return None
+    out["labels"] = labels
+    spent = data.get("time_spent_ms")
+    if spent is not None and not (_plain_int(spent) and spent >= 0):
+        return None
+    out["time_spent_ms"] = spent
+    order = data.get("candidate_order", _MISSING)
+    if order is _MISSING:
+        order = []
+    elif type(order) is not list or not all(_plain_int(v) for v in order):
+        return None
+    out["candidate_order"] = order
+    key = data.get("idempotency_key", "")
+    if not _plain_text(key):
+        return None
+    key = key.strip()
+    if len(key) > 100:
+        return None
+    out["idempotency_key"] = key
+    claim_next = data.get("claim_next", False)
+    if not isinstance(claim_next, bool):
+        return None
+    out["claim_next"] = claim_next
+    return out
+
+
+_MISSING = object()
+
+
 class ReviewAmendInputSerializer(serializers.Serializer):
     """PATCH body: the decision fields to change; the others keep their value."""
 
@@ -162,6 +234,35 @@ class ReviewOutputSerializer(serializers.Serializer):
     )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
+
+
+_DATETIME = serializers.DateTimeField()
+
+
+def review_payload(review) -> dict:
+    """``ReviewOutputSerializer(review).data`` built by hand for the submit hot path (the
+    serializer's field copies cost more than the submit's SQL); reads ``review.expert`` and
+    ``review.guideline_version`` as the serializer does. tests/feedback/test_api_fast_path.py
+    holds the two side by side."""
+    guideline = review.guideline_version
+    return {
+        "id": review.pk,
+        "item": review.item_id,
+        "expert": review.expert.username,
+        "verdict": review.verdict,
+        "candidate": review.candidate_id,
+        "corrected_output": review.corrected_output,
+        "preferred_candidate": TIE if review.tie else review.preferred_candidate_id,
+        "rating": review.rating,
+        "labels": dict(review.labels),
+        "rationale": review.rationale,
+        "time_spent_ms": review.time_spent_ms,
+        "candidate_order": [None if v is None else int(v) for v in review.candidate_order],
+        "guideline_version": guideline.version if guideline is not None else None,
+        "revision": review.revision,
+        "created_at": _DATETIME.to_representation(review.created_at),
+        "updated_at": _DATETIME.to_representation(review.updated_at),
+    }
 
 
 class RevisionOutputSerializer(serializers.Serializer):

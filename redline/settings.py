@@ -135,6 +135,10 @@ DATABASES = {
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("REDLINE_DB_CONN_MAX_AGE", 60, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The review loop's fixed SQL statements (token check, submit, claim) are prepared once per
+# PostgreSQL connection (redline.lib.db.hot_cursor); every other query is sent as before. Turn
+# off behind a transaction-pooling PgBouncer older than 1.21, which cannot keep them.
+REDLINE_DB_PREPARED_STATEMENTS = env_bool("REDLINE_DB_PREPARED_STATEMENTS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth ---------------------------------------------------------------------------------
@@ -220,7 +224,7 @@ REDLINE_IMPORT_MAX_BYTES = env_int("REDLINE_IMPORT_MAX_BYTES", 2 * 1024**3, mini
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first, so an unauthenticated API call gets 401 with WWW-Authenticate.
-        "rest_framework.authentication.TokenAuthentication",
+        "redline.lib.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

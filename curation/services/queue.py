@@ -16,6 +16,8 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from curation.models import Assignment, AssignmentState, Item, ItemStatus, Project
+from redline.lib.db import hot_cursor
+from redline.lib.rows import RowReader
 
 # How many locked-but-stale candidates one claim may step over before it gives up and starts a
 # fresh transaction. Staleness needs a race, so a handful is plenty.
@@ -49,10 +51,14 @@ class Claim:
 
 # The claim path runs on every expert action, so it speaks SQL directly: the ORM spent more
 # time compiling these statements than PostgreSQL spent running them (bench/claim_bench.py).
-# Reads go through Model.objects.raw() so values are converted as the ORM would.
+# Reads go through RowReader so values are converted as the ORM would (Model.objects.raw()
+# cost several times the query itself); on PostgreSQL an assignment's write and its item's
+# bookkeeping go to the server as one statement (bench/review_bench.py).
 _ITEM = Item._meta.db_table
 _ASSIGNMENT = Assignment._meta.db_table
 _PROJECT = Project._meta.db_table
+_ITEMS = RowReader(Item)
+_ASSIGNMENTS = RowReader(Assignment)
 
 
 def _lock_clause(*, skip_locked: bool = False, of: str = "") -> str:
@@ -70,27 +76,28 @@ def _db(value: datetime | None):
 
 
 def _lock_item(item_id: int) -> Item:
-    rows = list(Item.objects.raw(f"SELECT * FROM {_ITEM} WHERE id = %s{_lock_clause()}", [item_id]))
+    rows = _ITEMS.fetch(
+        f"SELECT {_ITEMS.columns()} FROM {_ITEM} WHERE id = %s{_lock_clause()}", [item_id]
+    )
     if not rows:
         raise Item.DoesNotExist(f"No item {item_id}.")
     return rows[0]
 
 
 def _assignments(item_id: int) -> list[Assignment]:
-    return list(
-        Assignment.objects.raw(f"SELECT * FROM {_ASSIGNMENT} WHERE item_id = %s", [item_id])
+    return _ASSIGNMENTS.fetch(
+        f"SELECT {_ASSIGNMENTS.columns()} FROM {_ASSIGNMENT} WHERE item_id = %s", [item_id]
     )
 
 
 def _overlap(project_id: int) -> int:
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(f"SELECT overlap FROM {_PROJECT} WHERE id = %s", [project_id])
         return cursor.fetchone()[0]
 
 
-def _save_assignment(assignment: Assignment, *, now: datetime) -> None:
-    """Write one assignment row (insert when new). Constraint violations surface as Django's
-    ``IntegrityError``."""
+def _assignment_sql(assignment: Assignment, *, now: datetime) -> tuple[str, list]:
+    """The statement that writes one assignment row (insert ``RETURNING id`` when new)."""
     assignment.updated_at = now
     values = [
         assignment.state,
@@ -99,38 +106,72 @@ def _save_assignment(assignment: Assignment, *, now: datetime) -> None:
         _db(assignment.expires_at),
         _db(now),
     ]
-    with connection.cursor() as cursor:
-        if assignment.pk:
-            cursor.execute(
-                f"UPDATE {_ASSIGNMENT} SET state = %s, slot = %s, leased_at = %s, expires_at = %s,"
-                " updated_at = %s WHERE id = %s",
-                [*values, assignment.pk],
-            )
-        else:
-            cursor.execute(
-                f"INSERT INTO {_ASSIGNMENT} (state, slot, leased_at, expires_at, updated_at,"
-                " project_id, item_id, expert_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                " RETURNING id",
-                [*values, assignment.project_id, assignment.item_id, assignment.expert_id],
-            )
+    if assignment.pk:
+        return (
+            f"UPDATE {_ASSIGNMENT} SET state = %s, slot = %s, leased_at = %s, expires_at = %s,"
+            " updated_at = %s WHERE id = %s",
+            [*values, assignment.pk],
+        )
+    return (
+        f"INSERT INTO {_ASSIGNMENT} (state, slot, leased_at, expires_at, updated_at,"
+        " project_id, item_id, expert_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        " RETURNING id",
+        [*values, assignment.project_id, assignment.item_id, assignment.expert_id],
+    )
+
+
+def _save_assignment(assignment: Assignment, *, now: datetime) -> None:
+    """Write one assignment row (insert when new). Constraint violations surface as Django's
+    ``IntegrityError``."""
+    sql, params = _assignment_sql(assignment, now=now)
+    with hot_cursor() as cursor:
+        cursor.execute(sql, params)
+        if not assignment.pk:
             assignment.pk = cursor.fetchone()[0]
 
 
-def _sync_item(item: Item, k: int, *, assignments: list[Assignment]) -> None:
+def _item_sync_sql(item: Item, k: int, *, assignments: list[Assignment]) -> tuple[str, list]:
     """Recompute the item's queue columns from all its assignments (as they are now, after the
-    caller's changes) and write them. Call holding the item's row lock."""
+    caller's changes); returns the statement that writes them."""
     holding = [a for a in assignments if a.state in HOLDING]
     item.review_count = sum(a.state == AssignmentState.SUBMITTED for a in holding)
     item.held_slots = len(holding)
     leases = [a.expires_at for a in holding if a.state == AssignmentState.LEASED]
     item.next_lapse_at = min(leases) if leases else None
     item.status = ItemStatus.COMPLETE if item.review_count >= k else ItemStatus.OPEN
-    with connection.cursor() as cursor:
+    return (
+        f"UPDATE {_ITEM} SET review_count = %s, held_slots = %s, next_lapse_at = %s,"
+        " status = %s WHERE id = %s",
+        [item.review_count, item.held_slots, _db(item.next_lapse_at), item.status, item.pk],
+    )
+
+
+def _sync_item(item: Item, k: int, *, assignments: list[Assignment]) -> None:
+    """Recompute the item's queue columns from all its assignments (as they are now, after the
+    caller's changes) and write them. Call holding the item's row lock."""
+    sql, params = _item_sync_sql(item, k, assignments=assignments)
+    with hot_cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _save_and_sync(assignment: Assignment, item: Item, k: int, *, assignments, now) -> None:
+    """``_save_assignment`` then ``_sync_item`` (``assignments`` includes ``assignment``).
+    On PostgreSQL both go as one statement (a data-modifying CTE): one round trip less on
+    every claim and decision. Only for a single assignment write: two writes in one statement
+    could meet the unique slot constraint in either order."""
+    if connection.vendor != "postgresql":
+        _save_assignment(assignment, now=now)
+        _sync_item(item, k, assignments=assignments)
+        return
+    write_sql, write_params = _assignment_sql(assignment, now=now)
+    sync_sql, sync_params = _item_sync_sql(item, k, assignments=assignments)
+    result = "SELECT 1" if assignment.pk else "SELECT id FROM a"  # a new row: its id
+    with hot_cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_ITEM} SET review_count = %s, held_slots = %s, next_lapse_at = %s,"
-            " status = %s WHERE id = %s",
-            [item.review_count, item.held_slots, _db(item.next_lapse_at), item.status, item.pk],
+            f"WITH a AS ({write_sql}), s AS ({sync_sql}) {result}", [*write_params, *sync_params]
         )
+        if not assignment.pk:
+            assignment.pk = cursor.fetchone()[0]
 
 
 def claim_candidate_sql(
@@ -145,7 +186,7 @@ def claim_candidate_sql(
     k = project.overlap
     not_in = f" AND i.id NOT IN ({', '.join(['%s'] * len(exclude))})" if exclude else ""
     sql = (
-        f"SELECT i.* FROM {_ITEM} i"
+        f"SELECT {_ITEMS.columns('i')} FROM {_ITEM} i"
         " WHERE i.project_id = %s AND i.status = 'open' AND i.review_count < %s"
         " AND (i.held_slots < %s OR i.next_lapse_at <= %s)"
         f" AND NOT EXISTS (SELECT 1 FROM {_ASSIGNMENT} a WHERE a.item_id = i.id"
@@ -157,7 +198,9 @@ def claim_candidate_sql(
     return sql, [project.pk, k, k, _db(now), expert.pk, *exclude]
 
 
-def queue_claim_next(*, project: Project, expert, now: datetime | None = None) -> Claim | None:
+def queue_claim_next(
+    *, project: Project, expert, now: datetime | None = None, after_decision: bool = False
+) -> Claim | None:
     """The expert's next item under a lease, or None when nothing is left for them.
 
     Opens its own short transactions (do not call inside one that holds item locks). An expert
@@ -165,11 +208,22 @@ def queue_claim_next(*, project: Project, expert, now: datetime | None = None) -
     back with a fresh lease. Otherwise the highest-priority, oldest open item that still needs
     a decision, that this expert has not decided or skipped, and that has a free place (fewer
     than k live leases + decisions, or a lapsed lease to take over).
+
+    ``after_decision``: the caller has just committed the expert's decision on their leased
+    item of this project, so they hold no lease here (one lease per expert and project) and
+    the first attempt does not look for one. A lease that a concurrent request of the same
+    expert claimed meanwhile is still handed back: the new lease's insert trips the
+    one-lease constraint and the next attempt finds it.
     """
     for attempt in range(_TRANSACTIONS_PER_CLAIM):
         try:
             with transaction.atomic():
-                return _claim_in_transaction(project, expert, now=now or timezone.now())
+                return _claim_in_transaction(
+                    project,
+                    expert,
+                    now=now or timezone.now(),
+                    reclaim=not (after_decision and attempt == 0),
+                )
         except _Stale:
             continue
         except IntegrityError:
@@ -184,14 +238,17 @@ class _Stale(Exception):
     """Every candidate this transaction locked had been filled by a racing claim."""
 
 
-def _claim_in_transaction(project: Project, expert, *, now: datetime) -> Claim | None:
-    claim = _reclaim_current(project, expert, now=now)
-    if claim is not None:
-        return claim
+def _claim_in_transaction(
+    project: Project, expert, *, now: datetime, reclaim: bool = True
+) -> Claim | None:
+    if reclaim:
+        claim = _reclaim_current(project, expert, now=now)
+        if claim is not None:
+            return claim
     stale: list[int] = []
     for _ in range(_CANDIDATES_PER_TRANSACTION):
         sql, params = claim_candidate_sql(project, expert, now=now, exclude=stale)
-        item = next(iter(Item.objects.raw(sql, params)), None)
+        item = next(iter(_ITEMS.fetch(sql, params)), None)
         if item is None:
             return None
         claim = _take_slot(project, expert, item, now=now)
@@ -202,7 +259,7 @@ def _claim_in_transaction(project: Project, expert, *, now: datetime) -> Claim |
 
 
 def _reclaim_current(project: Project, expert, *, now: datetime) -> Claim | None:
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(
             f"SELECT item_id FROM {_ASSIGNMENT} WHERE project_id = %s AND expert_id = %s"
             " AND state = 'leased'",
@@ -220,8 +277,7 @@ def _reclaim_current(project: Project, expert, *, now: datetime) -> Claim | None
     if mine is None:  # taken over between the two reads
         return None
     mine.expires_at = now + timedelta(seconds=project.lease_seconds)
-    _save_assignment(mine, now=now)
-    _sync_item(item, project.overlap, assignments=assignments)
+    _save_and_sync(mine, item, project.overlap, assignments=assignments, now=now)
     item.project = project
     return Claim(item=item, assignment=mine)
 
@@ -247,7 +303,7 @@ def _take_slot(project: Project, expert, item: Item, *, now: datetime) -> Claim 
         lapsed = min((a for a in holding if a not in live), key=lambda a: (a.expires_at, a.slot))
         slot = lapsed.slot
         lapsed.state, lapsed.slot = AssignmentState.RELEASED, None
-        _save_assignment(lapsed, now=now)
+        _save_assignment(lapsed, now=now)  # its own statement: frees the slot number first
     # The expert's own lapsed lease elsewhere in the project was handled by _reclaim_current;
     # a released row of theirs on this item is reused (unique per item and expert).
     mine = next((a for a in rows if a.expert_id == expert.pk), None)
@@ -256,8 +312,7 @@ def _take_slot(project: Project, expert, item: Item, *, now: datetime) -> Claim 
         rows.append(mine)
     mine.state, mine.slot = AssignmentState.LEASED, slot
     mine.leased_at, mine.expires_at = now, now + timedelta(seconds=project.lease_seconds)
-    _save_assignment(mine, now=now)
-    _sync_item(item, k, assignments=rows)
+    _save_and_sync(mine, item, k, assignments=rows, now=now)
     item.project = project
     return Claim(item=item, assignment=mine)
 
@@ -335,8 +390,7 @@ def queue_record_decision(
         assignment.state = AssignmentState.SUBMITTED
     else:
         assignment.state, assignment.slot = AssignmentState.SKIPPED, None
-    _save_assignment(assignment, now=now)
-    _sync_item(item, k, assignments=assignments)
+    _save_and_sync(assignment, item, k, assignments=assignments, now=now)
     return item
 
 

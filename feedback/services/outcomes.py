@@ -144,9 +144,12 @@ _OUTCOME_COLUMNS = (
 )
 
 
-def _outcome_upsert(item_id: int, project_id: int, decision: OutcomeDecision, now) -> None:
-    """Insert or update the item's outcome in one statement, never over an adjudication, and
-    leaving ``decided_at`` alone when nothing changed. (It runs on every completing submit.)"""
+def outcome_upsert_sql(
+    item_id: int, project_id: int, decision: OutcomeDecision, now
+) -> tuple[str, list]:
+    """The statement that inserts or updates the item's outcome, never over an adjudication,
+    and leaving ``decided_at`` alone when nothing changed. (It runs on every completing
+    submit; on PostgreSQL the review's insert carries it as a CTE.)"""
     values = [
         project_id,
         decision.outcome,
@@ -170,8 +173,25 @@ def _outcome_upsert(item_id: int, project_id: int, decision: OutcomeDecision, no
         f" ON CONFLICT (item_id) DO UPDATE SET {updates}"
         f" WHERE {_OUTCOME}.source <> 'adjudicated' AND ({changed})"
     )
+    return sql, [item_id, *values, connection.ops.adapt_datetimefield_value(now)]
+
+
+def _outcome_upsert(item_id: int, project_id: int, decision: OutcomeDecision, now) -> None:
+    sql, params = outcome_upsert_sql(item_id, project_id, decision, now)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [item_id, *values, connection.ops.adapt_datetimefield_value(now)])
+        cursor.execute(sql, params)
+
+
+def item_outcome_decision(
+    *, project: Project, candidates: list[Candidate], reviews: list[Review]
+) -> OutcomeDecision | None:
+    """``outcome_decide`` with the project's k and rule (pure)."""
+    return outcome_decide(
+        reviews=reviews,
+        k=project.overlap,
+        rule=project.outcome_rule,
+        candidates={c.pk: c for c in candidates},
+    )
 
 
 def item_outcome_refresh(
@@ -195,12 +215,7 @@ def item_outcome_refresh(
         reviews = list(Review.objects.filter(item_id=item.pk))
     if candidates is None:
         candidates = list(Candidate.objects.filter(item_id=item.pk))
-    decision = outcome_decide(
-        reviews=reviews,
-        k=project.overlap,
-        rule=project.outcome_rule,
-        candidates={c.pk: c for c in candidates},
-    )
+    decision = item_outcome_decision(project=project, candidates=candidates, reviews=reviews)
     if decision is None:
         ItemOutcome.objects.filter(item_id=item.pk).exclude(
             source=OutcomeSource.ADJUDICATED

@@ -19,7 +19,13 @@ from django.utils import timezone
 from curation.models import Candidate, GuidelineVersion, Item, Project, ReviewMode
 from curation.services.queue import LeaseLost, queue_record_decision
 from feedback.models import AuditAction, AuditEvent, Review, ReviewRevision, Verdict
-from feedback.services.outcomes import item_outcome_refresh
+from feedback.services.outcomes import (
+    OutcomeDecision,
+    item_outcome_decision,
+    item_outcome_refresh,
+    outcome_upsert_sql,
+)
+from redline.lib.db import hot_cursor
 
 RATING_RANGE = (1, 5)
 RATIONALE_MAX_CHARS = 20_000
@@ -332,35 +338,54 @@ def _lock(item: Item) -> Item:
     return Item.objects.select_for_update(no_key=True).get(pk=item.pk)
 
 
-def _current_guideline(project: Project) -> GuidelineVersion | None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, version FROM {GuidelineVersion._meta.db_table}"  # noqa: S608
-            " WHERE project_id = %s ORDER BY version DESC LIMIT 1",
-            [project.pk],
+def _submit_context(
+    item: Item, expert, idempotency_key: str
+) -> tuple[list[tuple], list[Candidate], GuidelineVersion | None]:
+    """What a submit reads before its transaction, in one statement (one round trip instead
+    of three): the expert's reviews of this item or under this idempotency key, as
+    ``(id, item_id, idempotency_key)``; the item's candidates in position order; the
+    project's current guideline version."""
+    if idempotency_key:
+        prior_where, prior_params = (
+            # "<> ''" repeats the unique index's condition, so a prepared (generic) plan can
+            # use that index too.
+            "expert_id = %s AND (item_id = %s OR (idempotency_key = %s AND idempotency_key <> ''))",
+            [expert.pk, item.pk, idempotency_key],
         )
-        row = cursor.fetchone()
-    return GuidelineVersion(id=row[0], version=row[1], project_id=project.pk) if row else None
-
-
-def _prior(item: Item, expert, idempotency_key: str) -> ReviewResult | None:
-    """A retry (same key) returns the first review; a decision already made on this item under
-    another key raises ``AlreadyDecided``; a key used on another item is refused."""
-    table = Review._meta.db_table
-    with connection.cursor() as cursor:
-        if idempotency_key:
-            cursor.execute(
-                f"SELECT id, item_id, idempotency_key FROM {table}"  # noqa: S608
-                " WHERE expert_id = %s AND (item_id = %s OR idempotency_key = %s)",
-                [expert.pk, item.pk, idempotency_key],
-            )
-        else:
-            cursor.execute(
-                f"SELECT id, item_id, idempotency_key FROM {table}"  # noqa: S608
-                " WHERE expert_id = %s AND item_id = %s",
-                [expert.pk, item.pk],
-            )
+    else:
+        prior_where, prior_params = "expert_id = %s AND item_id = %s", [expert.pk, item.pk]
+    sql = (
+        "SELECT 'c', id, position, output, model"  # noqa: S608 (table names only)
+        f" FROM {Candidate._meta.db_table} WHERE item_id = %s"
+        " UNION ALL SELECT 'g', id, version, NULL, NULL FROM (SELECT id, version"
+        f" FROM {GuidelineVersion._meta.db_table} WHERE project_id = %s"
+        " ORDER BY version DESC LIMIT 1) g"
+        f" UNION ALL SELECT 'r', id, item_id, idempotency_key, NULL FROM {Review._meta.db_table}"
+        f" WHERE {prior_where}"
+        " ORDER BY 1, 3"
+    )
+    with hot_cursor() as cursor:
+        cursor.execute(sql, [item.pk, item.project_id, *prior_params])
         rows = cursor.fetchall()
+    prior, candidates, guideline = [], [], None
+    for kind, pk, number, text, model in rows:
+        if kind == "c":
+            candidates.append(
+                Candidate(id=pk, item_id=item.pk, position=number, output=text, model=model)
+            )
+        elif kind == "g":
+            guideline = GuidelineVersion(id=pk, version=number, project_id=item.project_id)
+        else:
+            prior.append((pk, number, text))
+    return prior, candidates, guideline
+
+
+def _prior(item: Item, expert, idempotency_key: str, rows=None) -> ReviewResult | None:
+    """A retry (same key) returns the first review; a decision already made on this item under
+    another key raises ``AlreadyDecided``; a key used on another item is refused. ``rows``:
+    the expert's reviews of the item or under the key (``_submit_context``)."""
+    if rows is None:
+        rows = _submit_context(item, expert, idempotency_key)[0]
     for pk, item_id, key in rows:
         if idempotency_key and key == idempotency_key:
             if item_id != item.pk:
@@ -375,9 +400,12 @@ def _prior(item: Item, expert, idempotency_key: str) -> ReviewResult | None:
     return None
 
 
-def _insert(review: Review, *, project: Project, now: datetime) -> None:
-    """Write the review, its first revision and its audit event. On PostgreSQL that is one
-    statement (data-modifying CTEs); elsewhere three ORM inserts."""
+def _insert(
+    review: Review, *, project: Project, now: datetime, outcome: OutcomeDecision | None = None
+) -> None:
+    """Write the review, its first revision, its audit event and, when given, the item's
+    outcome. On PostgreSQL that is one statement (data-modifying CTEs); elsewhere ORM inserts
+    and the outcome's upsert."""
     data = _snapshot(review)
     details = {"verdict": review.verdict, "revision": 1}
     if connection.vendor != "postgresql":
@@ -399,8 +427,16 @@ def _insert(review: Review, *, project: Project, now: datetime) -> None:
             details=details,
             created_at=now,
         )
+        if outcome is not None:
+            sql, params = outcome_upsert_sql(review.item_id, project.pk, outcome, now)
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
         return
     at = connection.ops.adapt_datetimefield_value(now)
+    outcome_cte, outcome_params = "", []
+    if outcome is not None:
+        outcome_sql, outcome_params = outcome_upsert_sql(review.item_id, project.pk, outcome, now)
+        outcome_cte = f", o AS ({outcome_sql})"
     sql = f"""
         WITH r AS (
             INSERT INTO {Review._meta.db_table} (project_id, item_id, expert_id, verdict,
@@ -418,7 +454,7 @@ def _insert(review: Review, *, project: Project, now: datetime) -> None:
             INSERT INTO {AuditEvent._meta.db_table}
                 (project_id, actor_id, action, item_id, review_id, details, created_at)
             SELECT %s, %s, %s, %s, id, CAST(%s AS jsonb), %s FROM r
-        )
+        ){outcome_cte}
         SELECT id FROM r
     """  # noqa: S608 (table names only; values are parameters)
     params = [
@@ -448,8 +484,9 @@ def _insert(review: Review, *, project: Project, now: datetime) -> None:
         review.item_id,
         json.dumps(details),
         at,
+        *outcome_params,
     ]
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(sql, params)
         review.pk = cursor.fetchone()[0]
     review._state.adding = False
@@ -499,11 +536,11 @@ def review_submit(
         raise ValidationError({"time_spent_ms": "Time spent must be a whole number of ms ≥ 0."})
     else:
         time_spent_ms = min(time_spent_ms, TIME_SPENT_MAX_MS)
-    prior = _prior(item, expert, idempotency_key)
+    prior_rows, candidates, current_guideline = _submit_context(item, expert, idempotency_key)
+    prior = _prior(item, expert, idempotency_key, prior_rows)
     if prior is not None:
         return prior
 
-    candidates = _candidates(item)
     clean = review_validate(
         item=item,
         project=project,
@@ -519,7 +556,7 @@ def review_submit(
     )
     order = _order(candidate_order, candidates)
     if guideline_version in (None, ""):
-        guideline = _current_guideline(project)
+        guideline = current_guideline
     elif isinstance(guideline_version, GuidelineVersion):
         guideline = guideline_version
     else:
@@ -561,15 +598,19 @@ def review_submit(
             updated_at=now,
         )
         _apply(review, clean)
-        _insert(review, project=project, now=now)
+        decision = None
         if review.counted and locked.review_count >= project.overlap:
-            # With k = 1 this review is the item's only counted one: no need to read them.
-            reviews = (
-                [review] if project.overlap == 1 else list(Review.objects.filter(item_id=item.pk))
+            # The item is complete: its outcome is written with the review. With k = 1 this
+            # review is the item's only counted one: no need to read the others.
+            others = [] if project.overlap == 1 else list(Review.objects.filter(item_id=item.pk))
+            decision = item_outcome_decision(
+                project=project, candidates=candidates, reviews=[*others, review]
             )
-            item_outcome_refresh(
-                item=locked, project=project, now=now, candidates=candidates, reviews=reviews
-            )
+        _insert(review, project=project, now=now, outcome=decision)
+        if review.counted and locked.review_count >= project.overlap and decision is None:
+            # Fewer counted reviews than the queue counted (cannot happen while both are
+            # written together): decide from what is stored, which withdraws the outcome.
+            item_outcome_refresh(item=locked, project=project, now=now, candidates=candidates)
     locked.project = project
     return ReviewResult(review=review, created=True, item=locked)
 
