@@ -163,7 +163,7 @@ def resolve_targets(project, targets: list[dict]) -> list[tuple[BaseModel, Adapt
     resolved = []
     for i, target in enumerate(targets):
         value = str(target["base_model"]).strip()
-        lookup = {"pk": int(value)} if value.isdigit() else {"name": value}
+        lookup = {"pk": int(value)} if value.isdecimal() else {"name": value}  # not isdigit: "²"
         base = BaseModel.objects.filter(**lookup).first()
         if base is None:
             raise ValidationError({f"targets[{i}].base_model": [f"No base model {value!r}."]})

@@ -170,7 +170,7 @@ class ProjectEvaluationsApi(APIView):
         values = data.validated_data
         subject = _adapter_in(project, values["adapter"], "adapter")
         baseline = values["baseline"]
-        if baseline.isdigit():
+        if baseline.isdecimal():  # not isdigit(): '²' is a digit that int() refuses
             baseline = _adapter_in(project, int(baseline), "baseline")
         version = None
         if values.get("dataset_version"):

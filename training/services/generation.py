@@ -352,9 +352,15 @@ def eval_split_prompts(version: DatasetVersion) -> Iterator[PromptSpec]:
 
 
 def open_items_queryset(project: Project):
-    """The project's open items in queue order (priority first, then oldest)."""
-    return Item.objects.filter(project=project, status=ItemStatus.OPEN).order_by(
-        "-priority", "created_at", "id"
+    """The project's open items in queue order (priority first, then oldest), except the
+    blind pairwise items of evaluation rounds: a named candidate on one of those would tell
+    its experts which model is which (and make it a three-way item)."""
+    from training.services.evaluation import ITEM_SOURCE as EVALUATION_SOURCE
+
+    return (
+        Item.objects.filter(project=project, status=ItemStatus.OPEN)
+        .exclude(source=EVALUATION_SOURCE)
+        .order_by("-priority", "created_at", "id")
     )
 
 

@@ -115,8 +115,8 @@ def promotion_create(
 
 def promotion_rollback(*, project: Project, to: Promotion, user, reason: str = "") -> Promotion:
     """Restore what the earlier promotion ``to`` promoted, in one action: a new row with
-    ``rollback_of=to`` (same adapter and base model, same round). Raises ValidationError when
-    ``to`` is of another project or is the current promotion."""
+    ``rollback_of=to`` (same adapter and base model, same round and override flag). Raises
+    ValidationError when ``to`` is of another project or is the current promotion."""
     require_admin(user)
     reason = _reason(reason)
     if to.project_id != project.pk:
@@ -137,7 +137,7 @@ def promotion_rollback(*, project: Project, to: Promotion, user, reason: str = "
             adapter=to.adapter,
             base_model=to.base_model,
             evaluation_round=to.evaluation_round,
-            override=False,
+            override=to.override,  # the restored model's evidence, as it was promoted
             reason=reason or f"Rollback to promotion {to.pk}.",
             rollback_of=to,
             promoted_by=user,
