@@ -9,13 +9,19 @@ reused on later runs): a third chats, the rest plain prompts; 60% accepted as th
 corrected, 10% comparisons of two outputs; one expert, k = 1, outputs of ~250 characters.
 Then, each in a fresh child process so that its peak RSS is its own:
 
-* **COPY baseline**: ``COPY (<the build's own SELECT>) TO STDOUT``, every byte read by
-  psycopg: the same columns (items, outcomes, outputs, review ids, experts, guideline
-  versions) from the same query, with nothing done to them;
+* **COPY baseline**: ``COPY (<the decision SELECT>) TO STDOUT``, every byte read by psycopg:
+  the raw columns (items, outcomes, outputs, review ids, experts, guideline versions) from
+  the build's query, with nothing done to them (the build's own variant also has PostgreSQL
+  write part of the lineage JSON: extra work counted on the build's side);
 * **build**: ``dataset_version_request`` + ``dataset_version_build`` (SFT + preference + KTO,
   eval 10%, dedup on): stream, map, encode, hash, write, deduplicate, manifest.
 
-Prints decisions/s and output rows/s, the build/COPY ratio and peak RSS for each size.
+Each size is run ``--repeat`` times (default 3), COPY and build alternated so both see the
+same machine; every rebuild must give the same sha256. Prints, per run, decisions/s and
+output rows/s, the build/COPY ratio, peak RSS (the build's process and its helper, when a
+second process ran) and CPU seconds of each process plus its PostgreSQL backend (read from
+/proc: a figure that does not depend on how busy a shared machine is); then medians with
+min and max per size.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -42,6 +49,37 @@ def setup_django() -> None:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def backend_cpu_seconds(pid: int) -> float | None:
+    """CPU time of the PostgreSQL backend ``pid`` so far, from /proc (None when the server
+    is not on this machine): with the process's own, a measure that does not depend on how
+    busy the machine is."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pid() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def children_peak_rss_mib() -> float:
+    """The largest peak RSS among the processes this one waited for (the build's helper)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 GENERATE = """
@@ -146,6 +184,8 @@ def child_copy(slug: str) -> dict:
     project = Project.objects.get(slug=slug)
     params = params_clean(project=project, raw={})
     sql, sql_params = selectors.decision_stream_sql(project=project, filters=params["filters"])
+    pid = backend_pid()
+    cpu, server_cpu = cpu_seconds(), backend_cpu_seconds(pid)
     start = time.perf_counter()
     size = lines = 0
     with (
@@ -156,7 +196,21 @@ def child_copy(slug: str) -> dict:
             size += len(block)
             lines += bytes(block).count(b"\n")
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rows": lines, "bytes": size, "rss_mib": peak_rss_mib()}
+    return {
+        "seconds": seconds,
+        "rows": lines,
+        "bytes": size,
+        "rss_mib": peak_rss_mib(),
+        **_cpu_since(cpu, server_cpu, pid),
+    }
+
+
+def _cpu_since(cpu: float, server_cpu: float | None, pid: int) -> dict:
+    server = backend_cpu_seconds(pid)
+    return {
+        "cpu_seconds": cpu_seconds() - cpu,
+        "server_cpu_seconds": None if server is None or server_cpu is None else server - server_cpu,
+    }
 
 
 def child_build(slug: str) -> dict:
@@ -171,10 +225,13 @@ def child_build(slug: str) -> dict:
     project = Project.objects.get(slug=slug)
     for old in project.dataset_versions.all():
         dataset_version_delete(version=old)
+    pid = backend_pid()  # the connection the request and the build run on
+    cpu, server_cpu = cpu_seconds(), backend_cpu_seconds(pid)
     start = time.perf_counter()
     version, _ = dataset_version_request(
         project=project, user=None, params={"eval_fraction": 0.1}, via="cli", enqueue=False
     )
+    requested = time.perf_counter()
     version = dataset_version_build(version_id=version.pk)
     seconds = time.perf_counter() - start
     assert version.status == "succeeded", version.error
@@ -186,7 +243,12 @@ def child_build(slug: str) -> dict:
         "counts": version.row_counts,
         "dropped": version.manifest["duplicates_dropped"],
         "sha256": version.content_sha256,
+        "task_seconds": seconds - (requested - start),
         "rss_mib": peak_rss_mib(),
+        "helper_rss_mib": children_peak_rss_mib(),
+        # the build's own process and its connection (a helper process, when one ran, and
+        # the progress connection are not counted: see helper_rss_mib)
+        **_cpu_since(cpu, server_cpu, pid),
     }
 
 
@@ -203,6 +265,9 @@ def run_child(kind: str, slug: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="alternated COPY and build runs per size"
+    )
     parser.add_argument("--child", choices=["copy", "build"], help=argparse.SUPPRESS)
     parser.add_argument("--project", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -225,31 +290,66 @@ def main() -> None:
     for rows in sorted(args.sizes):
         print(f"\n{rows:,} accepted decisions", flush=True)
         slug = project_for(rows).slug
-        copy = run_child("copy", slug)
-        build = run_child("build", slug)
-        assert copy["rows"] == build["items"] == rows, (copy["rows"], build["items"])
-        copy_rate = rows / copy["seconds"]
-        build_rate = rows / build["seconds"]
+        copies, builds = [], []
+        for attempt in range(args.repeat):  # alternated, so both see the same machine
+            copy = run_child("copy", slug)
+            build = run_child("build", slug)
+            assert copy["rows"] == build["items"] == rows, (copy["rows"], build["items"])
+            if builds:
+                assert build["sha256"] == builds[0]["sha256"], "a rebuild gave other bytes"
+            copies.append(copy)
+            builds.append(build)
+            copy_rate = rows / copy["seconds"]
+            build_rate = rows / build["seconds"]
+            print(
+                f"  run {attempt + 1}: COPY {copy['seconds']:6.2f} s {copy_rate:9,.0f} dec/s"
+                f" | build {build['seconds']:6.2f} s {build_rate:9,.0f} dec/s"
+                f" {build['rows'] / build['seconds']:9,.0f} rows/s"
+                f" (task alone {build['task_seconds']:6.2f} s)"
+                f" | ratio {build_rate / copy_rate:4.0%}"
+                f" | RSS build {build['rss_mib']:4.0f} MiB, helper {build['helper_rss_mib']:4.0f}"
+                f" MiB, COPY {copy['rss_mib']:4.0f} MiB | load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+            if copy["server_cpu_seconds"] is not None and build["server_cpu_seconds"] is not None:
+                copy_cpu = copy["cpu_seconds"] + copy["server_cpu_seconds"]
+                build_cpu = build["cpu_seconds"] + build["server_cpu_seconds"]
+                print(
+                    f"         CPU (process + its PostgreSQL backend): COPY {copy_cpu:6.2f} s"
+                    f" ({copy['server_cpu_seconds']:.2f} server) | build {build_cpu:6.2f} s"
+                    f" ({build['server_cpu_seconds']:.2f} server) | ratio {copy_cpu / build_cpu:4.0%}",
+                    flush=True,
+                )
+        build = builds[0]
         print(
-            f"  COPY baseline : {copy['seconds']:7.2f} s  {copy_rate:10,.0f} decisions/s"
-            f"  {copy['bytes'] / 1024**2:7.0f} MiB read   peak RSS {copy['rss_mib']:5.0f} MiB"
+            f"  rows {build['rows']:,} ({build['bytes'] / 1024**2:,.0f} MiB with lineage)"
+            f"  {json.dumps(build['counts'])}  sha256 {build['sha256'][:16]}…"
         )
-        print(
-            f"  build         : {build['seconds']:7.2f} s  {build_rate:10,.0f} decisions/s"
-            f"  {build['rows'] / build['seconds']:10,.0f} rows/s  peak RSS {build['rss_mib']:5.0f} MiB"
-        )
-        print(
-            f"  build / COPY  : {build_rate / copy_rate:.0%}   rows {build['rows']:,} "
-            f"({build['bytes'] / 1024**2:,.0f} MiB with lineage)  {json.dumps(build['counts'])}"
+        ratios = sorted(
+            (rows / b["seconds"]) / (rows / c["seconds"])
+            for c, b in zip(copies, builds, strict=True)
         )
         results.append(
-            (rows, copy_rate, build_rate, build["rows"], build["rss_mib"], copy["rss_mib"])
+            (
+                rows,
+                statistics.median(rows / c["seconds"] for c in copies),
+                statistics.median(rows / b["seconds"] for b in builds),
+                statistics.median(b["rows"] / b["seconds"] for b in builds),
+                ratios,
+                build["rows"],
+                max(max(b["rss_mib"], b["helper_rss_mib"]) for b in builds),
+                max(c["rss_mib"] for c in copies),
+            )
         )
-    print("\nsummary")
-    print("  decisions   COPY dec/s  build dec/s  ratio  rows written  build RSS MiB  COPY RSS MiB")
-    for rows, copy_rate, build_rate, out_rows, rss, copy_rss in results:
+    print(f"\nsummary (medians of {args.repeat} alternated runs; ratio min–median–max)")
+    print(
+        "  decisions   COPY dec/s  build dec/s  build rows/s  ratio            rows written"
+        "  build RSS MiB  COPY RSS MiB"
+    )
+    for rows, copy_rate, build_rate, rows_rate, ratios, out_rows, rss, copy_rss in results:
+        spread = f"{ratios[0]:.0%}–{statistics.median(ratios):.0%}–{ratios[-1]:.0%}"
         print(
-            f"  {rows:<11,} {copy_rate:10,.0f}  {build_rate:11,.0f}  {build_rate / copy_rate:5.0%}"
+            f"  {rows:<11,} {copy_rate:10,.0f}  {build_rate:11,.0f}  {rows_rate:12,.0f}  {spread:15}"
             f"  {out_rows:12,}  {rss:13.0f}  {copy_rss:12.0f}"
         )
 

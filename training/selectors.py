@@ -175,14 +175,55 @@ DECISION_TYPES = [
 ]  # fmt: skip
 
 
-def decision_stream_sql(*, project: Project, filters: dict[str, Any]) -> tuple[str, list[Any]]:
+# The build's own columns: the same, except that PostgreSQL writes the lineage's JSON for
+# the item's id, external id, adjudicator, reviews, experts and guideline versions
+# (``mapping.lineage_item_json`` gives the same bytes from the arrays: a test holds them
+# to that) instead of handing over three arrays for Python to parse and encode.
+DECISION_COLUMNS_SHAPED = """
+    i.id, i.external_id, i.prompt, i.messages,
+    o.outcome, o.source, o.final_candidate_id, o.final_text, o.preferred_candidate_id,
+    o.tie, o.agreement,
+    CASE WHEN o.source = 'adjudicated' THEN o.decided_by_id END,
+    c.ids, c.outputs,
+    r.rejected, r.unnamed_reject,
+    '"item":' || to_json(i.external_id)::text || ',"item_id":' || i.id::text,
+    '"adjudicated_by":'
+        || coalesce((CASE WHEN o.source = 'adjudicated' THEN o.decided_by_id END)::text, 'null')
+        || ',"reviews":' || array_to_json(r.ids)::text
+        || ',"experts":' || array_to_json(r.experts)::text
+        || ',"guideline_versions":' || array_to_json(r.guidelines)::text
+"""  # in ``mapping.Decision`` order: a row is a Decision as it comes
+DECISION_TYPES_SHAPED = [
+    "int8", "text", "text", "jsonb", "text", "text", "int8", "text", "int8",
+    "bool", "float8", "int4",
+    "int8[]", "text[]",
+    "int8[]", "bool", "text", "text",
+]  # fmt: skip
+
+
+def decision_stream_sql(
+    *,
+    project: Project,
+    filters: dict[str, Any],
+    item_range: tuple[int | None, int | None] = (),
+    shaped: bool = False,
+) -> tuple[str, list[Any]]:
     """The build's query: one row per selected item, in item id order, with its outcome
     (the adjudicator only on adjudicated outcomes), its outputs (by position) and its
     counted reviews (by id): review ids, their experts, the guideline version each expert
-    saw, and the candidates named by rejections. Arrays are never NULL."""
+    saw, and the candidates named by rejections. Arrays are never NULL. ``item_range``
+    ``(low, high)``: only items with ``low <= id < high`` (None: no bound), for a build
+    split between processes. ``shaped``: ``DECISION_COLUMNS_SHAPED`` (the build's)."""
     where, params = selection_where(project=project, filters=filters)
+    low, high = item_range or (None, None)
+    if low is not None:
+        where += " AND o.item_id >= %s"
+        params.append(low)
+    if high is not None:
+        where += " AND o.item_id < %s"
+        params.append(high)
     sql = f"""
-        SELECT {DECISION_COLUMNS}
+        SELECT {DECISION_COLUMNS_SHAPED if shaped else DECISION_COLUMNS}
         FROM {OUTCOME} o
         JOIN {ITEM} i ON i.id = o.item_id
         CROSS JOIN LATERAL (

@@ -560,20 +560,20 @@ def test_a_request_queues_the_build_after_commit(
 def test_a_failure_mid_build_leaves_no_version_and_no_files(
     project, personas, experts, decide_item, build, monkeypatch, settings
 ):
-    from training.services.writer import DatasetWriter
+    from training.services.writer import OutputFile
 
     for n in range(5):
         decide_item(project, [(experts[0], "accept", {})], prompt=f"Q{n}?", candidates=[("A", "m")])
-    real_add = DatasetWriter.add
+    real_flush = OutputFile.flush
     calls = []
 
-    def failing_add(self, *args):
+    def failing_flush(self, *args):  # the third file written: some are already on disk
         calls.append(1)
-        if len(calls) == 4:
+        if len(calls) == 3:
             raise OSError("disk full")
-        return real_add(self, *args)
+        return real_flush(self, *args)
 
-    monkeypatch.setattr(DatasetWriter, "add", failing_add)
+    monkeypatch.setattr(OutputFile, "flush", failing_flush)
     version = build(project, personas["manager"])
     assert version.status == DatasetStatus.FAILED
     assert "OSError: disk full" in version.error
@@ -582,7 +582,7 @@ def test_a_failure_mid_build_leaves_no_version_and_no_files(
     assert list(root.iterdir()) == []  # neither the version's folder nor a temporary one
     assert selectors.version_file_path(version, "sft.train.jsonl") is None
     # a failed build does not block the same request from being made again
-    monkeypatch.setattr(DatasetWriter, "add", real_add)
+    monkeypatch.setattr(OutputFile, "flush", real_flush)
     retry = build(project, personas["manager"])
     assert retry.pk != version.pk and retry.status == DatasetStatus.SUCCEEDED
 
@@ -689,3 +689,103 @@ def test_versions_of_other_projects_are_separate(personas, experts, decide_item,
     assert [r["prompt"] for r in rows(version, "sft.train.jsonl")] == [
         "What is the capital of France?"
     ]
+
+
+def _split_builds(monkeypatch, project, user, build, **params):
+    """The same request built by one process, then (the first deleted) by two."""
+    from training.services import datasets, parallel
+
+    started = []
+    real_start = parallel.UpperHalf.start
+
+    def start(*args, **kwargs):
+        started.append(args[2])  # the split point
+        return real_start(*args, **kwargs)
+
+    monkeypatch.setattr(parallel.UpperHalf, "start", start)
+    monkeypatch.setattr(datasets, "BUILD_WORKERS", 1)
+    one = build(project, user, **params)
+    assert one.status == DatasetStatus.SUCCEEDED, one.error
+    assert started == []
+    single = (file_digests(one), one.content_sha256, one.row_counts, one.manifest["decisions"])
+    single_dropped = one.manifest["duplicates_dropped"]
+    dataset_version_delete(version=one)
+    monkeypatch.setattr(datasets, "BUILD_WORKERS", 2)
+    monkeypatch.setattr(datasets, "PARALLEL_MIN_ITEMS", 0)
+    monkeypatch.setattr(datasets, "_spare_core", lambda: True)  # whatever the machine's load
+    two = build(project, user, **params)
+    return single, single_dropped, two, started
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_build_split_between_two_processes_gives_the_bytes_of_one(
+    project, personas, experts, decide_item, compare_mode, build, monkeypatch
+):
+    every_decision(project, experts[0], decide_item)
+    every_decision(project, experts[0], decide_item, chat=True)
+    # the same rows again in the upper half: dropped there, as one process drops them
+    decide_item(
+        project, [(experts[0], "accept", {})], prompt="Q-accept", candidates=[("A-accept", "m1")]
+    )
+    params = {"eval_fraction": 0.3, "seed": 5, "outcomes": ["accepted", "rejected"]}
+    single, single_dropped, two, started = _split_builds(
+        monkeypatch, project, personas["manager"], build, **params
+    )
+    assert len(started) == 1  # the second build did fork its upper half
+    assert two.status == DatasetStatus.SUCCEEDED, two.error
+    assert (file_digests(two), two.content_sha256, two.row_counts, two.manifest["decisions"]) == (
+        single
+    )
+    assert two.manifest["duplicates_dropped"] == single_dropped
+    assert single_dropped["sft"] >= 1
+    assert two.manifest["decisions"]["selected"] == ItemOutcome.objects.count()
+    # lineage row numbers run on across the two halves
+    lineage = read_jsonl(selectors.version_dir(two) / "kto.train.lineage.jsonl")
+    assert [r["row"] for r in lineage] == list(range(len(lineage)))
+    root = selectors.version_dir(two)
+    assert not any(p.name == "upper" for p in root.parent.rglob("*"))  # no part files left
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_in_the_second_process_fails_the_build_and_leaves_nothing(
+    project, personas, experts, decide_item, build, monkeypatch, settings
+):
+    from training.services import datasets
+    from training.services.writer import PartFile
+
+    for n in range(6):
+        decide_item(project, [(experts[0], "accept", {})], prompt=f"Q{n}?", candidates=[("A", "m")])
+
+    def failing_flush(self, *args):
+        raise OSError("disk full in the helper")
+
+    monkeypatch.setattr(PartFile, "flush", failing_flush)  # only the forked process has parts
+    monkeypatch.setattr(datasets, "PARALLEL_MIN_ITEMS", 0)
+    monkeypatch.setattr(datasets, "BUILD_WORKERS", 2)
+    monkeypatch.setattr(datasets, "_spare_core", lambda: True)
+    version = build(project, personas["manager"])
+    assert version.status == DatasetStatus.FAILED
+    assert "second process failed: OSError: disk full in the helper" in version.error
+    assert list((settings.STORAGE_DIR / "datasets").iterdir()) == []
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_the_manifest_counts_taken_from_the_stream_match_the_live_count(
+    project, personas, experts, decide_item, compare_mode, build, chat
+):
+    """The build tallies the decisions as they stream by instead of counting them in SQL
+    again: the same numbers as the form's live count (``selectors.selection_summary``)."""
+    every_decision(project, experts[0], decide_item, chat=chat)
+    version = build(project, personas["manager"], **ALL)
+    assert version.status == DatasetStatus.SUCCEEDED, version.error
+    live = selectors.selection_summary(project=project, filters=version.params["filters"])
+    assert version.manifest["decisions"] == {
+        "selected": live.total,
+        "accepted": live.accepted,
+        "corrected": live.corrected,
+        "compared": live.compared,
+        "ties": live.ties,
+        "rejected": live.rejected,
+    }
+    assert live.rejected == 1 and live.ties == 1 and live.compared >= 2 and live.corrected >= 2
+    assert version.format == ("conversational" if chat else "standard")

@@ -322,3 +322,19 @@ def test_the_split_is_stable_depends_on_the_seed_and_respects_the_fraction():
         "eval",
         "eval",
     ]
+
+
+def test_spool_records_packed_a_block_at_a_time_are_structs_one_by_one():
+    import hashlib
+
+    from training.services.writer import _HASH_RECORD, hash_records
+
+    for first in (0, 123_456, 2**31 - 5000):
+        hashes = b"".join(
+            hashlib.blake2b(str(n).encode(), digest_size=16).digest() for n in range(3000)
+        )
+        expected = b"".join(
+            _HASH_RECORD.pack(4, 2, 2, 2, 1, 4, first + n, 16, hashes[16 * n : 16 * n + 16])
+            for n in range(3000)
+        )
+        assert hash_records(2, 1, first, hashes) == expected

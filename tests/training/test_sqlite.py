@@ -431,3 +431,32 @@ def test_the_portable_selection_and_counts_match_the_sql_for_every_filter(
             project=project, filters=filters
         ) == selectors.selection_summary(project=project, filters=filters), raw
     assert selected == [4, 1, 2, 1, 2, 1, 1, 1, 0, 1, 3, 4, 4, 0, 0]
+
+
+def test_postgresql_writes_the_lineage_json_python_writes_for_hostile_ids(
+    project, personas, experts, decide_item, build, request
+):
+    """The build's query has PostgreSQL write part of each lineage line (external id, item
+    id, adjudicator, reviews, experts, guideline versions): byte for byte json.dumps's,
+    and the portable source's (which writes it in Python)."""
+    hostile = ['q"uote\\back\\\\slash', "tab\tnew\nline\r\x01\x1f\x7f", "é ✓ 🙂 \u2028\u2029", ""]
+    for n, external_id in enumerate(hostile):
+        decide_item(
+            project,
+            [(experts[0], "accept", {})],
+            external_id=external_id or f"plain-{n}",
+            prompt=f"Q{n}",
+            candidates=[("A", "m")],
+        )
+    by_copy = build(project, personas["manager"], eval_fraction=0)
+    assert by_copy.status == "succeeded", by_copy.error
+    path = selectors.version_dir(by_copy) / "kto.train.lineage.jsonl"
+    lines = path.read_bytes().decode().split("\n")[:-1]  # not splitlines: U+2028 stays raw
+    assert [json.loads(line)["item"] for line in lines] == [h or "plain-3" for h in hostile]
+    for line in lines:
+        assert line == json.dumps(json.loads(line), ensure_ascii=False, separators=(",", ":"))
+    files = all_files(by_copy)
+    dataset_version_delete(version=by_copy)
+    request.getfixturevalue("portable")
+    by_orm = build(project, personas["manager"], eval_fraction=0)
+    assert all_files(by_orm) == files

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 KINDS = ("sft", "preference", "kto")
@@ -37,7 +37,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 class Decision(NamedTuple):
     """One item with its outcome, candidates and the counted reviews behind it (the fields
-    in the order ``selectors.decision_stream_sql`` selects them)."""
+    in the order ``selectors.DECISION_COLUMNS_SHAPED`` selects them)."""
 
     item_id: int
     external_id: str
@@ -53,11 +53,16 @@ class Decision(NamedTuple):
     decided_by_id: int | None  # the adjudicator
     candidate_ids: Sequence[int]
     candidate_outputs: Sequence[str]
+    rejected_candidate_ids: Sequence[int] = ()  # named by counted reject reviews
+    unnamed_reject: bool = False  # a counted reject review named no candidate
+    # The lineage's JSON written by PostgreSQL (``selectors.DECISION_COLUMNS_SHAPED``):
+    # '"item":…,"item_id":…' and '"adjudicated_by":…,…,"guideline_versions":[…]', the
+    # arrays below then left empty; None: ``lineage_item_json`` writes it from the fields.
+    lineage_head: str | None = None
+    lineage_rest: str | None = None
     review_ids: Sequence[int] = ()
     expert_ids: Sequence[int] = ()
     guideline_versions: Sequence[int | None] = ()
-    rejected_candidate_ids: Sequence[int] = ()  # named by counted reject reviews
-    unnamed_reject: bool = False  # a counted reject review named no candidate
 
 
 class Text(NamedTuple):
@@ -119,37 +124,41 @@ def substantive(original: str, edited: str, min_edit_chars: int) -> bool:
     return edit_size(original, edited) >= min_edit_chars
 
 
+_text = tuple.__new__  # Text(t, o) without NamedTuple's Python-level __new__
+
+
+def _cand(ids: Sequence[int], outputs: Sequence[str], index: int) -> Text:
+    return _text(Text, (outputs[index], "candidate:" + str(ids[index])))
+
+
 def decision_texts(d: Decision, *, min_edit_chars: int = 1) -> Texts:
     """Good texts, bad texts and preference pairs for one decided item. Empty texts are
     left out, and so is a bad text identical to a good one (and its pair)."""
     ids, outputs = d.candidate_ids, d.candidate_outputs
 
-    def cand(index: int) -> Text:
-        return Text(outputs[index], f"candidate:{ids[index]}")
-
     if d.outcome == "rejected":
         named = set(d.rejected_candidate_ids).intersection(ids)
         targets = [i for i, cid in enumerate(ids) if d.unnamed_reject or not named or cid in named]
-        return Texts("reject", [], [cand(i) for i in targets if outputs[i].strip()], [])
+        return Texts(
+            "reject", [], [_cand(ids, outputs, i) for i in targets if outputs[i].strip()], []
+        )
 
     final = d.final_text
     good: list[Text] = []
     bad: list[Text] = []
     pairs: list[tuple[Text, Text]] = []
 
-    def corrected(index: int, edit: Text) -> None:
-        # A correction more than trivial makes its original bad, and the pair.
-        if substantive(outputs[index], edit.text, min_edit_chars) and outputs[index].strip():
-            bad.append(cand(index))
-            pairs.append((edit, cand(index)))
-
     if d.tie:  # every tied output is good (the corrected one as corrected); no pair between them
         for index, cid in enumerate(ids):
             if cid == d.final_candidate_id and final.strip() and final != outputs[index]:
-                good.append(Text(final, "final"))
-                corrected(index, good[-1])
+                edit = _text(Text, (final, "final"))
+                good.append(edit)
+                # A correction more than trivial makes its original bad, and the pair.
+                if substantive(outputs[index], final, min_edit_chars) and outputs[index].strip():
+                    bad.append(_cand(ids, outputs, index))
+                    pairs.append((edit, bad[-1]))
             elif outputs[index].strip():
-                good.append(cand(index))
+                good.append(_cand(ids, outputs, index))
         return Texts("tie", good, [t for t in bad if t.text not in {g.text for g in good}], pairs)
 
     # The output the outcome keeps (and that a correction edited), by position.
@@ -162,17 +171,23 @@ def decision_texts(d: Decision, *, min_edit_chars: int = 1) -> Texts:
     if not final.strip():
         return Texts("accept", [], [], [])
     if kept is not None and final == outputs[kept]:
-        chosen, decision = cand(kept), "accept"
+        chosen, decision = _cand(ids, outputs, kept), "accept"
     else:
-        chosen, decision = Text(final, "final"), "correct"
-        if kept is not None:
-            corrected(kept, chosen)
+        chosen, decision = _text(Text, (final, "final")), "correct"
+        # A correction more than trivial makes its original bad, and the pair.
+        if (
+            kept is not None
+            and substantive(outputs[kept], final, min_edit_chars)
+            and outputs[kept].strip()
+        ):
+            bad.append(_cand(ids, outputs, kept))
+            pairs.append((chosen, bad[-1]))
     good.append(chosen)
     if d.preferred_candidate_id is not None:
         decision = "compare"
         for index, cid in enumerate(ids):
             if index != kept and cid != d.preferred_candidate_id:
-                loser = cand(index)
+                loser = _cand(ids, outputs, index)
                 if loser.text.strip() and loser.text != final:
                     bad.append(loser)
                     pairs.append((chosen, loser))
@@ -307,29 +322,40 @@ class _ItemEncoder:
         )
 
 
+def _texts_json(*origins: str) -> str:
+    """A lineage line's ``"texts":[…]`` member (origins are ``final`` or ``candidate:<id>``:
+    nothing to escape)."""
+    return '"texts":["' + '","'.join(origins) + '"]'
+
+
 def item_rows(
     texts: Texts, encoder: _ItemEncoder, kinds: frozenset[str]
-) -> Iterator[tuple[str, str, list[str]]]:
-    """``(kind, JSON line without newline, origins)`` for every row of one item, in a fixed
-    order: SFT, then preference, then KTO (good texts, then bad)."""
+) -> list[tuple[str, str, str]]:
+    """``(kind, JSON line without newline, "texts":[origins])`` for every row of one item, in
+    a fixed order: SFT, then preference, then KTO (good texts, then bad)."""
+    rows: list[tuple[str, str, str]] = []
+    add = rows.append
     if "sft" in kinds:
-        for t in texts.good:
-            yield "sft", encoder.sft(t.text), [t.origin]
+        sft = encoder.sft
+        for text, origin in texts.good:
+            add(("sft", sft(text), '"texts":["' + origin + '"]'))
     if "preference" in kinds:
+        preference = encoder.preference
         for chosen, rejected in texts.pairs:
-            yield (
-                "preference",
-                encoder.preference(chosen.text, rejected.text),
-                [
-                    chosen.origin,
-                    rejected.origin,
-                ],
+            add(
+                (
+                    "preference",
+                    preference(chosen.text, rejected.text),
+                    '"texts":["' + chosen.origin + '","' + rejected.origin + '"]',
+                )
             )
     if "kto" in kinds:
-        for t in texts.good:
-            yield "kto", encoder.kto(t.text, True), [t.origin]
-        for t in texts.bad:
-            yield "kto", encoder.kto(t.text, False), [t.origin]
+        kto = encoder.kto
+        for text, origin in texts.good:
+            add(("kto", kto(text, True), '"texts":["' + origin + '"]'))
+        for text, origin in texts.bad:
+            add(("kto", kto(text, False), '"texts":["' + origin + '"]'))
+    return rows
 
 
 def _json_ints(values: Sequence[int | None]) -> str:
@@ -342,19 +368,77 @@ def lineage_item_json(d: Decision, decision: str) -> str:
     """The part of a lineage line shared by every row of an item (without braces), in this
     order: item (external id), item_id, decision, outcome, outcome_source, agreement,
     adjudicated_by, reviews, experts, guideline_versions. Built by hand, byte for byte what
-    ``json.dumps`` gives (a test holds it to that): it runs once per item."""
+    ``json.dumps`` gives (a test holds it to that): it runs once per item. The parts
+    PostgreSQL wrote (``Decision.lineage_head`` and ``lineage_rest``) are taken as they
+    are."""
     agreement = "null" if d.agreement is None else float.__repr__(float(d.agreement))
+    middle = (
+        f'"decision":{_enc(decision)},"outcome":{_enc(d.outcome)},'
+        f'"outcome_source":{_enc(d.source)},"agreement":{agreement}'
+    )
+    if d.lineage_head is not None:
+        return d.lineage_head + "," + middle + "," + d.lineage_rest
     adjudicator = "null" if d.decided_by_id is None else str(int(d.decided_by_id))
     return (
-        f'"item":{_enc(d.external_id)},"item_id":{int(d.item_id)},"decision":{_enc(decision)},'
-        f'"outcome":{_enc(d.outcome)},"outcome_source":{_enc(d.source)},'
-        f'"agreement":{agreement},"adjudicated_by":{adjudicator},'
+        f'"item":{_enc(d.external_id)},"item_id":{int(d.item_id)},{middle},'
+        f'"adjudicated_by":{adjudicator},'
         f'"reviews":{_json_ints(d.review_ids)},"experts":{_json_ints(d.expert_ids)},'
         f'"guideline_versions":{_json_ints(d.guideline_versions)}'
     )
 
 
+def lineage_tail(texts_json: str, item_json: str) -> str:
+    """A lineage line after its ``{"row":N,`` (the writer numbers rows as it writes them):
+    where the row's texts came from (``_texts_json``), then the item's record
+    (``lineage_item_json``)."""
+    return texts_json + "," + item_json + "}"
+
+
 def lineage_line(row: int, origins: list[str], item_part: str) -> str:
     """One lineage line: ``row`` (0-based line number in the data file) first, then where
     the row's texts came from (``candidate:<id>`` or ``final``), then the item's record."""
-    return '{"row":' + str(row) + ',"texts":["' + '","'.join(origins) + '"],' + item_part + "}"
+    return '{"row":' + str(row) + "," + lineage_tail(_texts_json(*origins), item_part)
+
+
+class SummaryTally:
+    """The counts of ``selectors.selection_summary`` taken from the decisions as they stream
+    by (the same definitions, NULLs included), so the build needs no counting query."""
+
+    __slots__ = ("accepted", "compared", "conversational", "corrected", "rejected", "ties", "total")
+
+    def __init__(self) -> None:
+        self.total = self.accepted = self.corrected = self.compared = 0
+        self.ties = self.rejected = self.conversational = 0
+
+    def add(self, d: Decision) -> None:
+        self.total += 1
+        if d.messages:
+            self.conversational += 1
+        if d.outcome == "rejected":
+            self.rejected += 1
+        elif d.outcome == "accepted":
+            if d.preferred_candidate_id is not None:
+                self.compared += 1
+            if d.tie:
+                self.ties += 1
+            elif d.preferred_candidate_id is None:
+                final = d.final_text
+                kept = d.final_candidate_id
+                # o.final_text = fc.output, where fc is NULL without a final candidate
+                output = (
+                    d.candidate_outputs[d.candidate_ids.index(kept)]
+                    if kept is not None and kept in d.candidate_ids
+                    else None
+                )
+                if final == "" or final == output:
+                    self.accepted += 1
+                else:
+                    self.corrected += 1
+
+    def counts(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def merge(self, counts: dict[str, int]) -> None:
+        """Add another tally's ``counts()`` (a build split between processes)."""
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + counts[name])

@@ -157,6 +157,17 @@ def portable_selection_summary(
     return selectors.SelectionSummary(**counts)
 
 
+def selection_count(*, project: Project, filters: dict[str, Any]) -> int:
+    """How many decisions ``filters`` select: the build request's check (the counts by kind
+    of decision are the build's to take, from the stream)."""
+    if connection.vendor != "postgresql":
+        return portable_selection(project=project, filters=filters).count()
+    where, params = selectors.selection_where(project=project, filters=filters)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {selectors.OUTCOME} o WHERE {where}", params)  # noqa: S608
+        return cursor.fetchone()[0]
+
+
 def selection_summary(*, project: Project, filters: dict[str, Any]) -> selectors.SelectionSummary:
     """What ``filters`` select, on whichever database this is."""
     if connection.vendor == "postgresql":
@@ -183,7 +194,15 @@ class DecisionSource:
     def summary(self) -> selectors.SelectionSummary:
         raise NotImplementedError
 
-    def rows(self) -> Iterator[Any]:
+    def conversational(self) -> bool:
+        """Whether any selected item has chat messages (the version's format)."""
+        raise NotImplementedError
+
+    def rows(self, *, item_range: tuple = ()) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def split_point(self) -> int | None:
+        """Where to split the items between two processes, or None (one process)."""
         raise NotImplementedError
 
     def sorted_hashes(
@@ -193,10 +212,12 @@ class DecisionSource:
 
 
 class HashIndex:
-    """Every row's 16-byte hash, sorted. ``distinct()``: ``(kind, hash, count)`` by kind and
-    hash; ``duplicates()``: ``(kind, split, row_no)`` of every row whose line came before
-    (same kind and hash, earlier in split then row order), in kind, split, row order. Both
-    are computed by the same SQL in either database."""
+    """Every row's 16-byte hash, sorted. ``distinct_blocks()``: ``(kind, hashes, duplicates)``
+    in kind then hash order, ``hashes`` being that kind's next distinct hashes end to end and
+    ``duplicates`` how many rows beyond the first they stood for; ``duplicates()``:
+    ``(kind, split, row_no)`` of every row whose line came before (same kind and hash,
+    earlier in split then row order), in kind, split, row order. Both database give the
+    same answers (the duplicates by the same SQL)."""
 
     DISTINCT = "SELECT kind, h, count(*) FROM {table} GROUP BY kind, h ORDER BY kind, h"
     DUPLICATES = """SELECT kind, split, row_no FROM (
@@ -209,36 +230,119 @@ class HashIndex:
         self.table = table
         self.cursor_factory = cursor_factory
 
-    def _stream(self, sql: str) -> Iterator[tuple]:
+    def _stream(self, sql: str, fetch: int = FETCH) -> Iterator[tuple]:
         with contextlib.closing(self.cursor_factory()) as cursor:
             cursor.execute(sql.format(table=self.table))
-            while rows := cursor.fetchmany(FETCH):
+            while rows := cursor.fetchmany(fetch):
                 yield from rows
 
-    def distinct(self) -> Iterator[tuple[int, bytes, int]]:
-        return self._stream(self.DISTINCT)
+    def distinct_blocks(self) -> Iterator[tuple[int, bytes, int]]:
+        for kind, group in itertools.groupby(self._stream(self.DISTINCT), key=lambda r: r[0]):
+            while chunk := list(itertools.islice(group, FETCH)):
+                yield kind, b"".join(bytes(r[1]) for r in chunk), sum(r[2] - 1 for r in chunk)
 
     def duplicates(self) -> Iterator[tuple[int, int, int]]:
         return self._stream(self.DUPLICATES)
 
 
+class PostgresHashIndex(HashIndex):
+    """PostgreSQL hands the distinct hashes over in blocks: one row per kind and bucket of
+    leading hash bytes, its hashes sorted and concatenated by ``string_agg``, so Python
+    reads a few hundred rows instead of one per data row. Buckets follow the hash order
+    (a bytea sorts byte by byte), so the blocks end to end are the kind's sorted hashes."""
+
+    def __init__(self, table: str, cursor_factory, *, rows: int):
+        super().__init__(table, cursor_factory)
+        # About 256 buckets per kind, 65,536 past 4M rows: a block stays small at any size.
+        self.bucket = (
+            "get_byte(h, 0)" if rows <= 4_000_000 else "get_byte(h, 0) * 256 + get_byte(h, 1)"
+        )
+
+    def distinct_blocks(self) -> Iterator[tuple[int, bytes, int]]:
+        sql = f"""SELECT kind, string_agg(h, ''::bytea ORDER BY h), sum(n - 1)::bigint
+            FROM (SELECT kind, h, count(*) AS n FROM {{table}} GROUP BY kind, h) d
+            GROUP BY kind, {self.bucket} ORDER BY kind, {self.bucket}"""  # noqa: S608 (constants)
+        for kind, block, duplicates in self._stream(sql, fetch=4):  # a few blocks at a time
+            yield kind, bytes(block), duplicates
+
+
 class PostgresSource(DecisionSource):
-    def snapshot(self) -> contextlib.AbstractContextManager:
-        return _postgres_snapshot()
+    own_transaction = False
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        self.own_transaction = not connection.in_atomic_block
+        with _postgres_snapshot():
+            yield
 
     def summary(self) -> selectors.SelectionSummary:
         return selectors.selection_summary(project=self.project, filters=self.filters)
 
-    def rows(self) -> Iterator[tuple]:
-        sql, params = selectors.decision_stream_sql(project=self.project, filters=self.filters)
+    def conversational(self) -> bool:
+        where, params = selectors.selection_where(project=self.project, filters=self.filters)
+        sql = f"""
+            SELECT EXISTS (SELECT 1 FROM {selectors.OUTCOME} o
+                JOIN {selectors.ITEM} i ON i.id = o.item_id
+                WHERE {where} AND jsonb_typeof(i.messages) = 'array'
+                    AND jsonb_array_length(i.messages) > 0)
+        """  # noqa: S608 (table names and a clause built from constants)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return bool(cursor.fetchone()[0])
+
+    def stream_sql(self, *, item_range: tuple = ()) -> tuple[str, list[Any]]:
+        return selectors.decision_stream_sql(
+            project=self.project, filters=self.filters, item_range=item_range, shaped=True
+        )
+
+    def rows(self, *, item_range: tuple = ()) -> Iterator[tuple]:
+        from training.services.parallel import copy_rows
+
+        sql, params = self.stream_sql(item_range=item_range)
         # COPY streams rows as PostgreSQL produces them (no round trip per chunk), so the
         # server computes the next rows while these are written.
-        with (
-            connection.cursor() as cursor,
-            cursor.cursor.copy(f"COPY ({sql}) TO STDOUT", params) as stream,
-        ):
-            stream.set_types(selectors.DECISION_TYPES)
-            yield from stream.rows()
+        with connection.cursor() as cursor:
+            yield from copy_rows(cursor.cursor, sql, params)
+
+    def split_point(self) -> int | None:
+        """An item id halfway between the selection's first and last (ids are handed out in
+        order, so usually about half the items on each side), or None when there is no
+        second process to give work to: a connection pool (not safe across a fork), a
+        build inside someone else's transaction (a second connection would not see its
+        data), fewer than two items."""
+        if connection.pool is not None or not self.own_transaction:
+            return None
+        where, params = selectors.selection_where(project=self.project, filters=self.filters)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT min(o.item_id), max(o.item_id) FROM {selectors.OUTCOME} o WHERE {where}",  # noqa: S608
+                params,
+            )
+            low, high = cursor.fetchone()
+        if low is None or high <= low:
+            return None
+        return (low + high + 1) // 2
+
+    def snapshot_connector(self):
+        """Export this transaction's snapshot; return a function that opens a new connection
+        (Django's settings and adapters) reading that snapshot, for another process."""
+        import psycopg.sql
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_export_snapshot()")
+            (snapshot,) = cursor.fetchone()
+        params = connection.get_connection_params()
+
+        def connect():
+            conn = connection.get_new_connection(params)
+            conn.autocommit = True
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn.execute(
+                psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(psycopg.sql.Literal(snapshot))
+            )
+            return conn
+
+        return connect
 
     @contextlib.contextmanager
     def sorted_hashes(self, spool: Path, *, expected: int) -> Iterator[HashIndex]:
@@ -255,7 +359,8 @@ class PostgresSource(DecisionSource):
                     copy.write(block)
             if raw.rowcount != expected:
                 raise RuntimeError(f"{raw.rowcount} row hashes loaded for {expected} rows written.")
-        yield HashIndex(table, connection.chunked_cursor)  # server-side, in the snapshot
+        # server-side cursors, in the snapshot
+        yield PostgresHashIndex(table, connection.chunked_cursor, rows=expected)
         # On failure the rollback drops the table with everything else.
         with connection.cursor() as cursor:
             cursor.execute(f"DROP TABLE {table}")
@@ -278,7 +383,19 @@ class PortableSource(DecisionSource):
     def summary(self) -> selectors.SelectionSummary:
         return portable_selection_summary(project=self.project, filters=self.filters)
 
-    def rows(self) -> Iterator[Decision]:
+    def conversational(self) -> bool:
+        return (
+            portable_selection(project=self.project, filters=self.filters)
+            .filter(JSONArrayNotEmpty(F("item__messages")))
+            .exists()
+        )
+
+    def split_point(self) -> None:
+        return None  # one process: SQLite has a single writer and the demo is small
+
+    def rows(self, *, item_range: tuple = ()) -> Iterator[Decision]:
+        if item_range:
+            raise ValueError("The portable source reads the whole selection.")
         selection = (
             portable_selection(project=self.project, filters=self.filters)
             .order_by("item_id")
@@ -356,11 +473,13 @@ class PortableSource(DecisionSource):
                     decided_by if source == "adjudicated" else None,
                     outputs[item_id][0],
                     outputs[item_id][1],
-                    [r[0] for r in counted],
-                    [r[1] for r in counted],
-                    [r[2] for r in counted],
-                    [r[4] for r in counted if r[3] == "reject" and r[4] is not None],
-                    any(r[3] == "reject" and r[4] is None for r in counted),
+                    rejected_candidate_ids=[
+                        r[4] for r in counted if r[3] == "reject" and r[4] is not None
+                    ],
+                    unnamed_reject=any(r[3] == "reject" and r[4] is None for r in counted),
+                    review_ids=[r[0] for r in counted],
+                    expert_ids=[r[1] for r in counted],
+                    guideline_versions=[r[2] for r in counted],
                 )
             last = ids[-1]
 
