@@ -21,8 +21,10 @@ The client is a small asyncio HTTP/1.1 keep-alive client (about 0.25 ms of CPU p
 so it takes little CPU from the server; the server is gunicorn in its own processes
 (``BENCH_WORKERS`` × ``BENCH_THREADS`` gthread, default 2 × 6; ``BENCH_WORKER_CLASS``;
 ``BENCH_PORT``, default any free port), with real token authentication and PostgreSQL.
-Every scenario starts from a vacuumed project. On a machine shared with other work, run it a
-few times: the CPU per decision moves less than decisions per second.
+Every scenario starts from a vacuumed project whose items lie as a fresh import leaves them,
+and the loop's figures end with the share of item updates PostgreSQL made HOT (without new
+index entries). On a machine shared with other work, run it a few times: the CPU per decision
+moves less than decisions per second.
 
 Needs PostgreSQL (DATABASE_URL; the database is created if missing). Not a test: run by hand.
 """
@@ -119,8 +121,12 @@ def prepare(n: int) -> tuple[Project, list]:
         forget_decisions(project)
     project = cb.project_with_items(n)
     # Resetting leaves dead rows and index entries behind; without a vacuum every run would
-    # start slower than the one before (production tables are autovacuumed).
+    # start slower than the one before (production tables are autovacuumed). The items are
+    # rewritten as a fresh import leaves them (pages filled up to the table's fillfactor):
+    # otherwise the room the last run's dead rows left would make every run but the first
+    # look better than newly imported items are served.
     with connection.cursor() as cur:
+        cur.execute("VACUUM FULL curation_item")
         for table in (
             "curation_item",
             "curation_assignment",
@@ -210,6 +216,19 @@ def integrity(project: Project) -> tuple[int, int, int]:
             [project.pk, project.overlap],
         )
         return over_k, twice, cur.fetchone()[0]
+
+
+def item_updates() -> tuple[int, int]:
+    """curation_item's (updates, HOT updates) so far, as PostgreSQL's statistics have them.
+    A backend sends its counts at most once a second while busy and when it exits: read
+    after the server's processes have stopped for an exact figure."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_stat_force_next_flush()")  # this process's own counts
+        cur.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+            " WHERE relname = 'curation_item'"
+        )
+        return cur.fetchone()
 
 
 # ---- 1. the review page ----------------------------------------------------------------------
@@ -375,6 +394,7 @@ def main() -> None:
 
         project, users = prepare(args.loop_items)
         asyncio.run(api_loop(port, users, project, seconds=2, concurrency=8))  # warm up
+        updates_before = item_updates()
         before = cpu_snapshot(server)
         lat, srv, decided, wall = asyncio.run(
             api_loop(port, users, project, seconds=args.seconds, concurrency=cb.EXPERTS)
@@ -401,6 +421,12 @@ def main() -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=20)
+    time.sleep(0.5)  # the server's PostgreSQL backends exit (and send their counts) after it
+    updates, hot = (a - b for a, b in zip(item_updates(), updates_before, strict=True))
+    print(
+        f"  item row updates during the loop: {updates:,}, of which HOT (no index entries) "
+        f"{hot:,} = {hot / max(updates, 1):.0%}"
+    )
 
 
 if __name__ == "__main__":

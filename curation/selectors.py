@@ -18,6 +18,7 @@ from curation.models import (
     Project,
 )
 from curation.permissions import projects_visible_to
+from redline.lib.db import hot_cursor
 
 
 def project_list_for_user(*, user) -> QuerySet[Project]:
@@ -169,18 +170,20 @@ def import_job_list(*, project: Project) -> QuerySet[ImportJob]:
     )
 
 
+_QUEUE_CANDIDATES_SQL = (
+    f"SELECT id, output, model FROM {Candidate._meta.db_table}"  # noqa: S608 (table name)
+    " WHERE item_id = %s ORDER BY position"
+)
+
+
 def queue_item_payload(*, item: Item) -> dict:
     """An item as the queue hands it out (the ``Claim`` schema in curation/api/queue.py):
     what to review and nothing about other experts. Built by hand on the claim's hot path,
-    where a DRF serializer cost more than the claim itself; the API tests pin the shape."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, output, model FROM {Candidate._meta.db_table}"  # noqa: S608 (table name)
-            " WHERE item_id = %s ORDER BY position",
-            [item.pk],
-        )
+    where a DRF serializer cost more than the claim itself; the API tests pin the shape.
+    The candidates' statement is fixed, so it goes through ``hot_cursor`` (prepared once per
+    PostgreSQL connection): it runs after every submit with ``claim_next``."""
+    with hot_cursor() as cursor:
+        cursor.execute(_QUEUE_CANDIDATES_SQL, [item.pk])
         candidates = [{"id": i, "output": o, "model": m} for i, o, m in cursor.fetchall()]
     payload = {"id": item.pk, "external_id": item.external_id}
     if item.messages:
