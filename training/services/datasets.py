@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -87,9 +87,16 @@ DATASET_FORMAT_VERSION = 1
 PROGRESS_ROWS = 1000  # items between progress checks (written at most every PROGRESS_EVERY_S)
 PROGRESS_EVERY_S = 0.5
 FLUSH_EVERY = 250  # items between checks for full write buffers
-# Processes a PostgreSQL build is split across (1: no second process): 2 by default, for
-# machines with a core to spare; REDLINE_DATASET_BUILD_WORKERS=1 keeps builds in one.
-BUILD_WORKERS = min(2, int(os.environ.get("REDLINE_DATASET_BUILD_WORKERS", "2")))
+# Processes a PostgreSQL build is split across. REDLINE_DATASET_BUILD_WORKERS: ``auto``
+# (default) adds a second process when the machine has a core to spare (``_spare_core``),
+# ``1`` keeps builds in one process, ``2`` always splits (a build worker that owns its cores).
+_WORKERS = os.environ.get("REDLINE_DATASET_BUILD_WORKERS", "auto").strip().lower()
+if _WORKERS not in ("auto", "1", "2"):
+    raise ImproperlyConfigured(
+        f"REDLINE_DATASET_BUILD_WORKERS must be auto, 1 or 2, not {_WORKERS!r}."
+    )
+BUILD_WORKERS = 1 if _WORKERS == "1" else 2
+BUILD_WORKERS_ALWAYS = _WORKERS == "2"
 PARALLEL_MIN_ITEMS = 20_000  # below this a second process costs more than it saves
 STALE_AFTER = timedelta(minutes=5)  # a RUNNING build without a heartbeat for this long died
 
@@ -437,7 +444,7 @@ def _build_files(version: DatasetVersion, work: Path, progress: _Progress) -> di
             if (
                 BUILD_WORKERS > 1
                 and (version.items_total or 0) >= PARALLEL_MIN_ITEMS
-                and _spare_core()
+                and (BUILD_WORKERS_ALWAYS or _spare_core())
             ):
                 split_at = source.split_point()
             if split_at is not None:
