@@ -12,6 +12,7 @@ from training.models import (
     Adapter,
     DatasetVersion,
     EvaluationRound,
+    GenerationJob,
     Promotion,
     RetrainingCycle,
     TrainingRun,
@@ -139,3 +140,11 @@ def get_cycle_for_user(
     user, cycle_id, *, role: str = Role.MANAGER, slug: str | None = None
 ) -> RetrainingCycle:
     return _scoped(RetrainingCycle, "retraining cycle", user, cycle_id, role=role, slug=slug)
+
+
+def get_generation_job_for_user(
+    user, job_id, *, role: str = Role.MANAGER, slug: str | None = None
+) -> GenerationJob:
+    """A generation job of a project the user manages (404 to outsiders, 403 to experts),
+    with ``project.user_role`` set. ``slug``: the project the URL names."""
+    return _scoped(GenerationJob, "generation job", user, job_id, role=role, slug=slug)

@@ -23,7 +23,7 @@ from django.db.models import QuerySet
 from curation.models import Candidate, GuidelineVersion, Item, Project
 from feedback.models import GoldAnswer, ItemOutcome, Review
 from redline.lib.zipstream import zip_stream
-from training.models import DatasetStatus, DatasetVersion
+from training.models import Adapter, BaseModel, DatasetStatus, DatasetVersion
 
 OUTCOME = ItemOutcome._meta.db_table
 ITEM = Item._meta.db_table
@@ -370,3 +370,28 @@ def version_archive(version: DatasetVersion, *, chunk_size: int = 1024 * 1024) -
         if (path := version_file_path(version, name)) is not None
     )
     return zip_stream(files, chunk_size=chunk_size)
+
+
+# ---- Model references in requests -------------------------------------------------------------
+
+
+def base_model_by_reference(value: Any) -> BaseModel | None:
+    """A base model named in a request: by id (``"12"``) or by name. ``isdecimal``, not
+    ``isdigit``: ``"²"`` is a digit that ``int()`` refuses."""
+    value = str(value).strip()
+    lookup = {"pk": int(value)} if value.isdecimal() else {"name": value}
+    return BaseModel.objects.filter(**lookup).first()
+
+
+def project_adapter(project: Project, adapter_id: Any) -> Adapter | None:
+    """Adapter ``adapter_id`` of ``project`` (trained on one of its dataset versions); another
+    project's adapter reads as missing, like one that does not exist."""
+    try:
+        pk = int(adapter_id)
+    except (TypeError, ValueError):
+        return None
+    return (
+        Adapter.objects.select_related("run__dataset_version__project", "run__base_model")
+        .filter(pk=pk, run__dataset_version__project=project)
+        .first()
+    )

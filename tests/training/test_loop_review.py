@@ -79,6 +79,24 @@ def test_a_generation_target_of_unicode_digits_is_a_400_not_a_500(project, perso
     assert "targets[0].base_model" in response.json()
 
 
+def test_a_rebase_onto_unicode_digits_is_a_400_not_a_500(project, personas, api_for):
+    adapter = fake_adapter(project)
+    response = api_for(personas["admin"]).post(
+        f"/api/v1/adapters/{adapter.pk}/rebase/", {"base_model": "\u00b2"}, format="json"
+    )
+    assert response.status_code == 400, response.content
+    assert "base_model" in response.json()
+
+
+def test_the_evaluations_page_ignores_an_adapter_hint_of_unicode_digits(
+    project, personas, client_for
+):
+    response = client_for(personas["admin"]).get(
+        f"/projects/{project.slug}/evaluations/", {"adapter": "\u00b2"}
+    )
+    assert response.status_code == 200
+
+
 # ---- Rollback to a model promoted on an override keeps saying so -----------------------------
 
 

@@ -34,8 +34,9 @@ from training.models import (
     GenerationSource,
     GenerationTarget,
 )
+from training.permissions import get_generation_job_for_user
+from training.selectors import base_model_by_reference, project_adapter
 from training.services import generation as services_generation
-from training.views.generation import get_generation_job_for_user
 
 API_PURPOSES = (GenerationPurpose.CANDIDATES, GenerationPurpose.TRY_IT)
 
@@ -163,17 +164,12 @@ def resolve_targets(project, targets: list[dict]) -> list[tuple[BaseModel, Adapt
     resolved = []
     for i, target in enumerate(targets):
         value = str(target["base_model"]).strip()
-        lookup = {"pk": int(value)} if value.isdecimal() else {"name": value}  # not isdigit: "²"
-        base = BaseModel.objects.filter(**lookup).first()
+        base = base_model_by_reference(value)
         if base is None:
             raise ValidationError({f"targets[{i}].base_model": [f"No base model {value!r}."]})
         adapter = None
         if target.get("adapter") is not None:
-            adapter = (
-                Adapter.objects.select_related("run__dataset_version", "run__base_model")
-                .filter(pk=target["adapter"], run__dataset_version__project=project)
-                .first()
-            )
+            adapter = project_adapter(project, target["adapter"])
             if adapter is None:
                 raise ValidationError(
                     {f"targets[{i}].adapter": [f"No adapter {target['adapter']} in this project."]}

@@ -38,6 +38,7 @@ from training.permissions import (
     get_promotion_for_user,
     get_round_for_user,
 )
+from training.selectors import project_adapter
 from training.services import evaluation as services_evaluation
 from training.services import policies as services_policies
 from training.services import promotion as services_promotion
@@ -46,11 +47,7 @@ ADMIN = "admin"
 
 
 def _adapter_in(project, adapter_id, field: str) -> Adapter:
-    adapter = (
-        Adapter.objects.select_related("run__dataset_version__project", "run__base_model")
-        .filter(pk=adapter_id, run__dataset_version__project=project)
-        .first()
-    )
+    adapter = project_adapter(project, adapter_id)
     if adapter is None:
         raise ValidationError({field: [f"No adapter {adapter_id} in this project."]})
     return adapter

@@ -20,6 +20,7 @@ from training.permissions import (
     get_dataset_version_for_user,
     get_run_for_user,
 )
+from training.selectors import base_model_by_reference
 from training.services import runs as services_runs
 
 ADMIN = "admin"
@@ -100,8 +101,7 @@ class RebaseInputSerializer(serializers.Serializer):
 
 
 def _base_model(value: str) -> BaseModel:
-    lookup = {"pk": int(value)} if str(value).isdigit() else {"name": value}
-    model = BaseModel.objects.filter(**lookup).first()
+    model = base_model_by_reference(value)
     if model is None:
         from django.core.exceptions import ValidationError
 

@@ -19,7 +19,7 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from curation.models import Role
-from curation.permissions import _scoped_object, get_project_for_user
+from curation.permissions import get_project_for_user
 from redline.lib.pagination import paginate_without_count
 from training.models import (
     Adapter,
@@ -30,7 +30,7 @@ from training.models import (
     GenerationPurpose,
     GenerationSource,
 )
-from training.permissions import get_adapter_for_user
+from training.permissions import get_adapter_for_user, get_generation_job_for_user
 from training.services import generation as services_generation
 
 OUTPUTS_PER_PAGE = 50
@@ -38,17 +38,8 @@ TRY_IT_MAX_CHARS = 8_000
 TRY_IT_DECODING = {"max_new_tokens": 128, "temperature": 0.0}  # greedy: comparable answers
 
 
-def get_generation_job_for_user(user, job_id, *, role: str = Role.MANAGER) -> GenerationJob:
-    """A generation job of a project the user manages (404 to outsiders, 403 to experts),
-    with ``project.user_role`` set."""
-    return _scoped_object(GenerationJob, user, job_id, role)
-
-
 def _job_in(request, slug: str, job_id: int) -> GenerationJob:
-    job = get_generation_job_for_user(request.user, job_id)
-    if job.project.slug != slug:
-        raise Http404("No such generation job.")
-    return job
+    return get_generation_job_for_user(request.user, job_id, slug=slug)
 
 
 # --------------------------------------------------------------------------------------------

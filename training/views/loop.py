@@ -106,7 +106,7 @@ def evaluation_list(request, slug: str):
     form = None
     if project.user_role == ADMIN:
         initial = {}
-        if request.GET.get("adapter", "").isdigit():
+        if request.GET.get("adapter", "").isdecimal():
             initial["adapter"] = int(request.GET["adapter"])
         form = EvaluationForm(
             request.POST if request.method == "POST" else None, project=project, initial=initial
