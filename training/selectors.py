@@ -23,7 +23,14 @@ from django.db.models import QuerySet
 from curation.models import Candidate, GuidelineVersion, Item, Project
 from feedback.models import GoldAnswer, ItemOutcome, Review
 from redline.lib.zipstream import zip_stream
-from training.models import Adapter, BaseModel, DatasetStatus, DatasetVersion
+from training.models import (
+    Adapter,
+    BaseModel,
+    DatasetStatus,
+    DatasetVersion,
+    GenerationJob,
+    GenerationOutput,
+)
 
 OUTCOME = ItemOutcome._meta.db_table
 ITEM = Item._meta.db_table
@@ -394,4 +401,22 @@ def project_adapter(project: Project, adapter_id: Any) -> Adapter | None:
         Adapter.objects.select_related("run__dataset_version__project", "run__base_model")
         .filter(pk=pk, run__dataset_version__project=project)
         .first()
+    )
+
+
+# ---- Generation jobs --------------------------------------------------------------------------
+
+
+def generation_job_list(*, project: Project, purposes=None) -> QuerySet[GenerationJob]:
+    jobs = GenerationJob.objects.filter(project=project).select_related("created_by")
+    if purposes:
+        jobs = jobs.filter(purpose__in=purposes)
+    return jobs.prefetch_related("targets")
+
+
+def generation_job_outputs(*, job: GenerationJob) -> QuerySet[GenerationOutput]:
+    return (
+        GenerationOutput.objects.filter(job=job)
+        .select_related("target")
+        .order_by("index", "target__position")
     )

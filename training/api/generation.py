@@ -24,6 +24,7 @@ from rest_framework.views import APIView
 from curation.models import Role
 from curation.permissions import get_project_for_user
 from redline.lib.api import Pagination
+from training import selectors
 from training.models import (
     Adapter,
     BaseModel,
@@ -221,7 +222,7 @@ class ProjectGenerationJobsApi(APIView):
     def get(self, request, slug: str):
         project = get_project_for_user(request.user, slug, role=Role.MANAGER)
         purpose = request.query_params.get("purpose")
-        jobs = services_generation.generation_job_list(
+        jobs = selectors.generation_job_list(
             project=project, purposes=[purpose] if purpose else None
         ).select_related("project")
         paginator = Pagination()
@@ -277,9 +278,7 @@ class GenerationJobDetailApi(APIView):
     def get(self, request, job_id: int):
         job = get_generation_job_for_user(request.user, job_id)
         paginator = Pagination()
-        page = paginator.paginate_queryset(
-            services_generation.generation_job_outputs(job=job), request, self
-        )
+        page = paginator.paginate_queryset(selectors.generation_job_outputs(job=job), request, self)
         body = GenerationJobOutputSerializer(job).data
         body["outputs"] = {
             "count": paginator.page.paginator.count,

@@ -972,25 +972,6 @@ def _append_log(job_id: int, line: str) -> None:
         )
 
 
-# --------------------------------------------------------------------------------------------
-# reads
-
-
-def generation_job_list(*, project: Project, purposes=None):
-    jobs = GenerationJob.objects.filter(project=project).select_related("created_by")
-    if purposes:
-        jobs = jobs.filter(purpose__in=purposes)
-    return jobs.prefetch_related("targets")
-
-
-def generation_job_outputs(*, job: GenerationJob):
-    return (
-        GenerationOutput.objects.filter(job=job)
-        .select_related("target")
-        .order_by("index", "target__position")
-    )
-
-
 def prompts_from_text(text: str) -> list[str]:
     """The prompts of a form's text box: one per non-blank line."""
     return [line.strip() for line in io.StringIO(text or "") if line.strip()]

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from curation.models import Role
 from curation.permissions import get_project_for_user
 from redline.lib.pagination import paginate_without_count
+from training import selectors
 from training.models import (
     Adapter,
     BaseModel,
@@ -211,7 +212,7 @@ def generation_list(request, slug: str):
     else:
         form = GenerationJobForm(project=project)
     page = paginate_without_count(
-        services_generation.generation_job_list(project=project), request.GET.get("page")
+        selectors.generation_job_list(project=project), request.GET.get("page")
     )
     context = {"project": project, "nav": "generation", "page": page, "form": form}
     return render(request, "training/generation/job_list.html", context, status=status)
@@ -219,7 +220,7 @@ def generation_list(request, slug: str):
 
 def _detail_context(request, job) -> dict:
     page = paginate_without_count(
-        services_generation.generation_job_outputs(job=job),
+        selectors.generation_job_outputs(job=job),
         request.GET.get("page"),
         per_page=OUTPUTS_PER_PAGE,
     )
