@@ -298,12 +298,8 @@ class Adapter(models.Model):
 # policies (training.services.generation, .evaluation, .promotion, .policies).
 
 
-class JobStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
+# A generation job goes through the same states as a training run.
+JobStatus = RunStatus
 
 
 class GenerationPurpose(models.TextChoices):
